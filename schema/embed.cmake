@@ -1,0 +1,16 @@
+# Writes OUT: a C file with the migrations of each database as string arrays.
+# Invoked by the build with -DMAIN=<sorted list> -DCHUNKS=<sorted list>.
+function(emit var files)
+  set(body "const char *const ${var}[] = {\n")
+  foreach(f ${files})
+    file(READ ${f} sql HEX)
+    string(REGEX REPLACE "([0-9a-f][0-9a-f])" "\\\\x\\1" sql "${sql}")
+    string(APPEND body "  \"${sql}\",\n")
+  endforeach()
+  string(APPEND body "  0\n};\n")
+  set(out_body "${out_body}${body}" PARENT_SCOPE)
+endfunction()
+set(out_body "/* generated from schema/ by schema/embed.cmake; do not edit */\n#include <stddef.h>\n")
+emit(ckpt__schema_main "${MAIN}")
+emit(ckpt__schema_chunks "${CHUNKS}")
+file(WRITE ${OUT} "${out_body}")

@@ -1,0 +1,302 @@
+/*
+ * reader.c - reading a checkpoint. The manifest (tensor names, shapes,
+ * chunk ids) is loaded once at open; bytes are read on demand chunk by
+ * chunk, straight into the caller's buffer when a whole raw chunk fits, and
+ * every chunk is checked against its hash before a byte of it is returned.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "chunks.h"
+#include "error.h"
+#include "store.h"
+
+typedef struct rtensor {
+    ckpt_tensor_info info;
+    size_t chunk_size;
+    int64_t *chunks;
+    size_t nchunks;
+} rtensor;
+
+struct ckpt_reader {
+    ckpt_store *s;
+    char *run;
+    ckpt_checkpoint_info ci;
+    rtensor *t;
+    size_t nt;
+    ckpt__chunk_io io;
+    uint8_t *scratch; /* one decoded chunk, for partial reads */
+    size_t scratch_cap;
+    int64_t scratch_id; /* chunk held in scratch, 0 if none */
+};
+
+void ckpt_reader_close(ckpt_reader *r)
+{
+    if (!r)
+        return;
+    for (size_t i = 0; i < r->nt; i++) {
+        ckpt__free((char *)r->t[i].info.name);
+        ckpt__free(r->t[i].chunks);
+    }
+    ckpt__free(r->t);
+    ckpt__free(r->run);
+    ckpt__free(r->scratch);
+    ckpt__chunk_io_free(&r->io);
+    ckpt__free(r);
+}
+
+/* Parses "[1, 2, 3]" written by the writer; stored data is still checked. */
+static int parse_shape(const char *txt, ckpt_tensor_info *t)
+{
+    const char *p = txt;
+    t->ndim = 0;
+    if (!p || *p++ != '[')
+        return -1;
+    while (*p == ' ')
+        p++;
+    if (*p == ']')
+        return p[1] ? -1 : 0;
+    for (;;) {
+        if (t->ndim == CKPT_MAX_DIMS || *p < '0' || *p > '9')
+            return -1;
+        char *end;
+        errno = 0;
+        long long v = strtoll(p, &end, 10);
+        if (errno || v < 0)
+            return -1;
+        t->shape[t->ndim++] = v;
+        p = end;
+        while (*p == ' ')
+            p++;
+        if (*p == ']')
+            return p[1] ? -1 : 0;
+        if (*p++ != ',')
+            return -1;
+        while (*p == ' ')
+            p++;
+    }
+}
+
+static int load_manifest(ckpt_reader *r)
+{
+    ckpt_store *s = r->s;
+    sqlite3_stmt *st;
+    int rc = ckpt__prepare(s->db,
+                           "SELECT name, kind, dtype, shape, nbytes, hash, chunk_size, chunks"
+                           " FROM tensors WHERE checkpoint_id = ? ORDER BY idx",
+                           &st);
+    if (rc)
+        return rc;
+    size_t cap = r->ci.ntensors > 0 ? (size_t)r->ci.ntensors : 1;
+    r->t = ckpt__calloc(cap, sizeof *r->t);
+    if (!r->t) {
+        sqlite3_finalize(st);
+        return ckpt__err(CKPT_ENOMEM, "out of memory");
+    }
+    sqlite3_bind_int64(st, 1, r->ci.id);
+    int x;
+    while ((x = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *name = (const char *)sqlite3_column_text(st, 0);
+        if (r->nt == cap || !name) {
+            rc = ckpt__err(CKPT_ECORRUPT, "run '%s' epoch %lld: manifest does not match its "
+                                          "checkpoint row", r->run, (long long)r->ci.epoch);
+            break;
+        }
+        rtensor *t = &r->t[r->nt];
+        t->info.name = ckpt__strdup(name);
+        if (!t->info.name) {
+            rc = ckpt__err(CKPT_ENOMEM, "out of memory");
+            break;
+        }
+        r->nt++;
+        t->info.kind = ckpt_kind_parse((const char *)sqlite3_column_text(st, 1));
+        t->info.dtype = ckpt_dtype_parse((const char *)sqlite3_column_text(st, 2));
+        t->info.nbytes = (uint64_t)sqlite3_column_int64(st, 4);
+        t->chunk_size = (size_t)sqlite3_column_int64(st, 6);
+        size_t nb = (size_t)sqlite3_column_bytes(st, 7);
+        size_t want = t->info.nbytes && t->chunk_size
+                          ? (size_t)((t->info.nbytes + t->chunk_size - 1) / t->chunk_size)
+                          : 1;
+        if (t->info.kind < 0 || t->info.dtype < 0 ||
+            parse_shape((const char *)sqlite3_column_text(st, 3), &t->info) ||
+            sqlite3_column_bytes(st, 5) != 16 || t->chunk_size == 0 || nb != 8 * want) {
+            rc = ckpt__err(CKPT_ECORRUPT, "run '%s' epoch %lld tensor '%s': damaged manifest row",
+                           r->run, (long long)r->ci.epoch, name);
+            break;
+        }
+        memcpy(t->info.hash, sqlite3_column_blob(st, 5), 16);
+        t->chunks = ckpt__malloc(nb);
+        if (!t->chunks) {
+            rc = ckpt__err(CKPT_ENOMEM, "out of memory");
+            break;
+        }
+        const uint8_t *b = sqlite3_column_blob(st, 7);
+        for (size_t c = 0; c < want; c++) {
+            uint64_t v = 0;
+            for (int k = 7; k >= 0; k--)
+                v = (v << 8) | b[8 * c + (size_t)k];
+            t->chunks[c] = (int64_t)v;
+        }
+        t->nchunks = want;
+    }
+    if (rc == CKPT_OK && x != SQLITE_DONE)
+        rc = ckpt__sqlerr(s->db, x, "reading a manifest");
+    sqlite3_finalize(st);
+    if (rc == CKPT_OK && (int64_t)r->nt != r->ci.ntensors)
+        rc = ckpt__err(CKPT_ECORRUPT, "run '%s' epoch %lld: %zu tensors stored, %lld expected",
+                       r->run, (long long)r->ci.epoch, r->nt, (long long)r->ci.ntensors);
+    return rc;
+}
+
+int ckpt_reader_open_id(ckpt_reader **out, ckpt_store *s, int64_t checkpoint_id)
+{
+    *out = NULL;
+    ckpt_reader *r = ckpt__calloc(1, sizeof *r);
+    if (!r)
+        return ckpt__err(CKPT_ENOMEM, "out of memory");
+    r->s = s;
+    int rc = ckpt__chunk_io_init(&r->io);
+    int64_t run_id = 0;
+    /* One read transaction: the checkpoint row and its manifest agree. */
+    if (rc == CKPT_OK)
+        rc = ckpt__exec(s->db, "BEGIN", "reading a checkpoint");
+    if (rc == CKPT_OK) {
+        rc = ckpt__checkpoint_get(s, checkpoint_id, &r->ci, &run_id);
+        if (rc == CKPT_OK) {
+            sqlite3_stmt *st;
+            if ((rc = ckpt__prepare(s->db, "SELECT name FROM runs WHERE id = ?", &st)) == CKPT_OK) {
+                sqlite3_bind_int64(st, 1, run_id);
+                if (sqlite3_step(st) == SQLITE_ROW)
+                    r->run = ckpt__strdup((const char *)sqlite3_column_text(st, 0));
+                sqlite3_finalize(st);
+                if (!r->run)
+                    rc = ckpt__err(CKPT_ENOMEM, "out of memory");
+            }
+        }
+        if (rc == CKPT_OK)
+            rc = load_manifest(r);
+        ckpt__exec(s->db, "COMMIT", "reading a checkpoint");
+    }
+    if (rc) {
+        ckpt_reader_close(r);
+        return rc;
+    }
+    *out = r;
+    return CKPT_OK;
+}
+
+int ckpt_reader_open(ckpt_reader **out, ckpt_store *s, const char *run, int64_t epoch)
+{
+    *out = NULL;
+    ckpt_checkpoint_info ci;
+    int rc = ckpt_checkpoint_find(s, run, epoch, &ci);
+    if (rc)
+        return rc;
+    return ckpt_reader_open_id(out, s, ci.id);
+}
+
+const ckpt_checkpoint_info *ckpt_reader_checkpoint(const ckpt_reader *r)
+{
+    return &r->ci;
+}
+
+const char *ckpt_reader_run(const ckpt_reader *r)
+{
+    return r->run;
+}
+
+size_t ckpt_reader_count(const ckpt_reader *r)
+{
+    return r->nt;
+}
+
+int ckpt_reader_tensor(const ckpt_reader *r, size_t i, ckpt_tensor_info *out)
+{
+    if (i >= r->nt)
+        return ckpt__err(CKPT_ERANGE, "tensor index %zu out of range (%zu tensors)", i, r->nt);
+    *out = r->t[i].info;
+    return CKPT_OK;
+}
+
+int ckpt_reader_find(const ckpt_reader *r, const char *name, size_t *out_index)
+{
+    for (size_t i = 0; i < r->nt; i++)
+        if (strcmp(r->t[i].info.name, name) == 0) {
+            *out_index = i;
+            return CKPT_OK;
+        }
+    return ckpt__err(CKPT_ENOTFOUND, "run '%s' epoch %lld has no tensor '%s'", r->run,
+                     (long long)r->ci.epoch, name);
+}
+
+static int reader_chunk(ckpt_reader *r, const rtensor *t, size_t c, void *dst, size_t len)
+{
+    ckpt__chunk_meta m;
+    int rc = ckpt__chunk_meta_get(r->s, t->chunks[c], &m);
+    if (rc == CKPT_OK && m.raw_len != len)
+        rc = ckpt__err(CKPT_ECORRUPT, "chunk %lld holds %zu bytes, the manifest expects %zu",
+                       (long long)m.id, m.raw_len, len);
+    if (rc == CKPT_OK)
+        rc = ckpt__chunk_read(r->s, &r->io, &m, dst);
+    if (rc)
+        return ckpt__err_prefix(rc, "run '%s' epoch %lld step %lld tensor '%s'", r->run,
+                                (long long)r->ci.epoch, (long long)r->ci.step, t->info.name);
+    return CKPT_OK;
+}
+
+int ckpt_reader_read(ckpt_reader *r, size_t i, uint64_t offset, void *buf, size_t len)
+{
+    if (i >= r->nt)
+        return ckpt__err(CKPT_ERANGE, "tensor index %zu out of range (%zu tensors)", i, r->nt);
+    const rtensor *t = &r->t[i];
+    if (offset > t->info.nbytes || len > t->info.nbytes - offset)
+        return ckpt__err(CKPT_ERANGE,
+                         "tensor '%s': bytes %llu..%llu requested, it has %llu", t->info.name,
+                         (unsigned long long)offset, (unsigned long long)(offset + len),
+                         (unsigned long long)t->info.nbytes);
+    uint8_t *dst = buf;
+    while (len > 0) {
+        size_t c = (size_t)(offset / t->chunk_size);
+        uint64_t cstart = (uint64_t)c * t->chunk_size;
+        size_t clen = (size_t)(t->info.nbytes - cstart < t->chunk_size ? t->info.nbytes - cstart
+                                                                       : t->chunk_size);
+        size_t in = (size_t)(offset - cstart);
+        size_t take = clen - in < len ? clen - in : len;
+        int rc;
+        if (in == 0 && take == clen) {
+            /* Whole chunk: decode straight into the caller's buffer. */
+            if ((rc = reader_chunk(r, t, c, dst, clen)))
+                return rc;
+        } else {
+            if (r->scratch_id != t->chunks[c]) {
+                if (r->scratch_cap < clen) {
+                    uint8_t *p = ckpt__realloc(r->scratch, clen);
+                    if (!p)
+                        return ckpt__err(CKPT_ENOMEM, "out of memory");
+                    r->scratch = p;
+                    r->scratch_cap = clen;
+                }
+                r->scratch_id = 0;
+                if ((rc = reader_chunk(r, t, c, r->scratch, clen)))
+                    return rc;
+                r->scratch_id = t->chunks[c];
+            }
+            memcpy(dst, r->scratch + in, take);
+        }
+        dst += take;
+        offset += take;
+        len -= take;
+    }
+    return CKPT_OK;
+}
+
+int ckpt__reader_chunk_ids(ckpt_reader *r, size_t i, const int64_t **ids, size_t *n,
+                           size_t *chunk_size)
+{
+    *ids = r->t[i].chunks;
+    *n = r->t[i].nchunks;
+    *chunk_size = r->t[i].chunk_size;
+    return CKPT_OK;
+}

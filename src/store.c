@@ -1,0 +1,574 @@
+/*
+ * store.c - opening, creating, upgrading and closing a store; the SQL
+ * helpers every module uses. A store is two SQLite files: PATH (WAL mode;
+ * runs, manifests, metrics: readers never block) and PATH-chunks (rollback
+ * journal, 64 KiB pages: tensor bytes written once). See README "Design".
+ */
+#include "store.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "error.h"
+
+extern const char *const ckpt__schema_main[];
+extern const char *const ckpt__schema_chunks[];
+
+#define DEFAULT_BUSY_MS 60000
+
+/* ---------------------------------------------------------------- helpers */
+
+int ckpt__sqlerr(sqlite3 *db, int rc, const char *what)
+{
+    int code;
+    switch (rc & 0xff) {
+    case SQLITE_FULL: code = CKPT_EFULL; break;
+    case SQLITE_IOERR:
+        code = (rc == SQLITE_IOERR_NOMEM) ? CKPT_ENOMEM : CKPT_EIO;
+        break;
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED: code = CKPT_EBUSY; break;
+    case SQLITE_NOMEM: code = CKPT_ENOMEM; break;
+    case SQLITE_CORRUPT:
+    case SQLITE_NOTADB: code = CKPT_ECORRUPT; break;
+    case SQLITE_READONLY: code = CKPT_EREADONLY; break;
+    case SQLITE_CANTOPEN: code = CKPT_EIO; break;
+    case SQLITE_TOOBIG:
+    case SQLITE_CONSTRAINT:
+    case SQLITE_RANGE: code = CKPT_EINVAL; break;
+    default: code = CKPT_ERROR; break;
+    }
+    const char *m = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+    if (code == CKPT_EFULL)
+        return ckpt__err(code, "%s: disk full (%s)", what, m);
+    if (code == CKPT_EBUSY)
+        return ckpt__err(code, "%s: the store is locked by another process (%s)", what, m);
+    return ckpt__err(code, "%s: %s", what, m);
+}
+
+int ckpt__exec(sqlite3 *db, const char *sql, const char *what)
+{
+    int rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+    return rc == SQLITE_OK ? CKPT_OK : ckpt__sqlerr(db, rc, what);
+}
+
+int ckpt__prepare(sqlite3 *db, const char *sql, sqlite3_stmt **out)
+{
+    int rc = sqlite3_prepare_v3(db, sql, -1, 0, out, NULL);
+    return rc == SQLITE_OK ? CKPT_OK : ckpt__sqlerr(db, rc, "preparing a query");
+}
+
+int ckpt__begin(sqlite3 *db, const char *what)
+{
+    return ckpt__exec(db, "BEGIN IMMEDIATE", what);
+}
+
+int ckpt__commit(sqlite3 *db, const char *what)
+{
+    int rc = ckpt__exec(db, "COMMIT", what);
+    if (rc != CKPT_OK && !sqlite3_get_autocommit(db))
+        ckpt__rollback(db);
+    return rc;
+}
+
+void ckpt__rollback(sqlite3 *db)
+{
+    if (!sqlite3_get_autocommit(db))
+        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+}
+
+int ckpt__writable(ckpt_store *s, const char *what)
+{
+    if (s->flags & CKPT_OPEN_READONLY)
+        return ckpt__err(CKPT_EREADONLY, "%s: store %s was opened read-only", what, s->path);
+    return CKPT_OK;
+}
+
+int64_t ckpt__now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+double ckpt__now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+int ckpt__check_name(const char *name, const char *what)
+{
+    if (!name || !*name)
+        return ckpt__err(CKPT_EINVAL, "%s name is empty", what);
+    size_t n = strlen(name);
+    if (n > 256)
+        return ckpt__err(CKPT_EINVAL, "%s name is %zu bytes long (at most 256)", what, n);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)name[i];
+        if (c < 0x20 || c == 0x7f)
+            return ckpt__err(CKPT_EINVAL, "%s name '%.64s' has a control character at byte %zu",
+                             what, name, i);
+        if (c == '@' && strcmp(what, "run") == 0)
+            return ckpt__err(CKPT_EINVAL,
+                             "run name '%.64s' contains '@' (reserved for RUN@EPOCH references)",
+                             name);
+    }
+    return CKPT_OK;
+}
+
+/* ---------------------------------------------------------------- opening */
+
+static int file_state(const char *path, off_t *size)
+{
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        if (errno == ENOENT)
+            return 0;
+        return ckpt__err(CKPT_EIO, "cannot access %s: %s", path, strerror(errno));
+    }
+    if (!S_ISREG(st.st_mode))
+        return ckpt__err(CKPT_ENOTSTORE, "%s is not a regular file", path);
+    *size = st.st_size;
+    return 1;
+}
+
+/* A non-empty file must start with SQLite's magic before SQLite may touch
+ * it: SQLite would happily treat some files as databases to be created. */
+static int check_magic(const char *path)
+{
+    char head[16];
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return ckpt__err(CKPT_EIO, "cannot open %s: %s", path, strerror(errno));
+    size_t n = fread(head, 1, sizeof head, f);
+    fclose(f);
+    if (n != sizeof head || memcmp(head, "SQLite format 3", 16) != 0)
+        return ckpt__err(CKPT_ENOTSTORE, "%s is not a ckpt store (not an SQLite database); left untouched",
+                         path);
+    return CKPT_OK;
+}
+
+static int pragma_int(sqlite3 *db, const char *sql, int64_t *out, const char *path)
+{
+    sqlite3_stmt *st;
+    int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
+    if (rc != SQLITE_OK) {
+        if ((rc & 0xff) == SQLITE_NOTADB)
+            return ckpt__err(CKPT_ENOTSTORE, "%s is not a ckpt store (%s); left untouched", path,
+                             sqlite3_errmsg(db));
+        return ckpt__sqlerr(db, rc, path);
+    }
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        *out = sqlite3_column_int64(st, 0);
+        sqlite3_finalize(st);
+        return CKPT_OK;
+    }
+    sqlite3_finalize(st);
+    if ((rc & 0xff) == SQLITE_NOTADB)
+        return ckpt__err(CKPT_ENOTSTORE, "%s is not a ckpt store (%s); left untouched", path,
+                         sqlite3_errmsg(db));
+    return ckpt__sqlerr(db, rc, path);
+}
+
+static int count_migrations(const char *const *m)
+{
+    int n = 0;
+    while (m[n])
+        n++;
+    return n;
+}
+
+/* Refuses files that belong to someone else, or to a newer ckpt. *fresh is
+ * set for an empty database (no tables, no application id). */
+static int check_identity(sqlite3 *db, const char *path, int64_t app_id, const char *const *mig,
+                          int *fresh)
+{
+    int64_t id, ver, ntables;
+    int rc;
+    if ((rc = pragma_int(db, "PRAGMA application_id", &id, path)) != CKPT_OK)
+        return rc;
+    if ((rc = pragma_int(db, "PRAGMA user_version", &ver, path)) != CKPT_OK)
+        return rc;
+    if ((rc = pragma_int(db, "SELECT count(*) FROM sqlite_schema", &ntables, path)) != CKPT_OK)
+        return rc;
+    *fresh = 0;
+    if (id == 0 && ver == 0 && ntables == 0) {
+        *fresh = 1;
+        return CKPT_OK;
+    }
+    if (id != app_id)
+        return ckpt__err(CKPT_ENOTSTORE,
+                         "%s is an SQLite database of another application (application_id "
+                         "0x%08llx), not a ckpt store; left untouched",
+                         path, (unsigned long long)id);
+    if (ver > count_migrations(mig))
+        return ckpt__err(CKPT_EVERSION,
+                         "%s has schema version %lld, written by a newer ckpt (this one knows "
+                         "up to %d); upgrade ckpt to open it",
+                         path, (long long)ver, count_migrations(mig));
+    return CKPT_OK;
+}
+
+static int migrate(sqlite3 *db, const char *path, int64_t app_id, const char *const *mig,
+                   int readonly)
+{
+    int64_t ver;
+    int rc = pragma_int(db, "PRAGMA user_version", &ver, path);
+    if (rc != CKPT_OK)
+        return rc;
+    int want = count_migrations(mig);
+    if (ver == want)
+        return CKPT_OK;
+    if (readonly)
+        return ckpt__err(CKPT_EREADONLY,
+                         "%s has schema version %lld and needs an upgrade to %d; open it once "
+                         "read-write (e.g. `ckpt init`)",
+                         path, (long long)ver, want);
+    if ((rc = ckpt__begin(db, path)) != CKPT_OK)
+        return rc;
+    /* Re-read inside the write lock: another process may have upgraded. */
+    if ((rc = pragma_int(db, "PRAGMA user_version", &ver, path)) != CKPT_OK)
+        goto fail;
+    for (int64_t v = ver; v < want; v++) {
+        char *emsg = NULL;
+        int src = sqlite3_exec(db, mig[v], NULL, NULL, &emsg);
+        if (src != SQLITE_OK) {
+            rc = ckpt__err(ckpt__sqlerr(db, src, path), "%s: applying schema migration %lld: %s",
+                           path, (long long)v + 1, emsg ? emsg : sqlite3_errstr(src));
+            sqlite3_free(emsg);
+            goto fail;
+        }
+    }
+    char sql[128];
+    snprintf(sql, sizeof sql, "PRAGMA application_id=%lld; PRAGMA user_version=%d",
+             (long long)app_id, want);
+    if ((rc = ckpt__exec(db, sql, path)) != CKPT_OK)
+        goto fail;
+    return ckpt__commit(db, path);
+fail:
+    ckpt__rollback(db);
+    return rc;
+}
+
+static int open_db(const char *path, int flags, int busy_ms, sqlite3 **out)
+{
+    int oflags = (flags & CKPT_OPEN_READONLY) ? SQLITE_OPEN_READONLY
+                                               : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
+    oflags |= SQLITE_OPEN_NOMUTEX;
+    sqlite3 *db = NULL;
+    int rc = sqlite3_open_v2(path, &db, oflags, NULL);
+    if (rc != SQLITE_OK) {
+        int code = ckpt__sqlerr(db, rc, path);
+        sqlite3_close(db);
+        return code;
+    }
+    sqlite3_extended_result_codes(db, 1);
+    sqlite3_busy_timeout(db, busy_ms);
+    /* Someone else's file may define views or triggers: do not run
+     * functions with side effects from its schema. */
+    sqlite3_db_config(db, SQLITE_DBCONFIG_DEFENSIVE, 1, NULL);
+    sqlite3_db_config(db, SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, NULL);
+    sqlite3_db_config(db, SQLITE_DBCONFIG_ENABLE_TRIGGER, 0, NULL);
+    sqlite3_limit(db, SQLITE_LIMIT_LENGTH, 256 << 20);
+    sqlite3_limit(db, SQLITE_LIMIT_SQL_LENGTH, 1 << 20);
+    *out = db;
+    return CKPT_OK;
+}
+
+static const char *sync_pragma(int durability)
+{
+    switch (durability) {
+    case CKPT_DURABLE_OFF: return "OFF";
+    case CKPT_DURABLE_NORMAL: return "NORMAL";
+    default: return "FULL";
+    }
+}
+
+static int meta_get(sqlite3 *db, const char *key, char *buf, size_t cap)
+{
+    sqlite3_stmt *st;
+    int rc = ckpt__prepare(db, "SELECT value FROM meta WHERE key = ?", &st);
+    if (rc)
+        return rc;
+    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+    buf[0] = 0;
+    int r = sqlite3_step(st);
+    if (r == SQLITE_ROW)
+        snprintf(buf, cap, "%s", (const char *)sqlite3_column_text(st, 0));
+    else if (r != SQLITE_DONE)
+        rc = ckpt__sqlerr(db, r, "reading store metadata");
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static int meta_set(sqlite3 *db, const char *key, const char *value)
+{
+    sqlite3_stmt *st;
+    int rc = ckpt__prepare(db, "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", &st);
+    if (rc)
+        return rc;
+    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, value, -1, SQLITE_STATIC);
+    int r = sqlite3_step(st);
+    sqlite3_finalize(st);
+    return r == SQLITE_DONE ? CKPT_OK : ckpt__sqlerr(db, r, "writing store metadata");
+}
+
+/* The two files carry the same random store id so that a main file is
+ * never paired with another store's chunk file. */
+static int pair_files(ckpt_store *s, int main_fresh, int chunks_fresh)
+{
+    char mid[64], cid[64];
+    int rc;
+    if ((rc = meta_get(s->db, "store_id", mid, sizeof mid)) ||
+        (rc = meta_get(s->cdb, "store_id", cid, sizeof cid)))
+        return rc;
+    if (mid[0] && cid[0]) {
+        if (strcmp(mid, cid) != 0)
+            return ckpt__err(CKPT_ECORRUPT,
+                             "%s belongs to another store than %s (store ids %s and %s)",
+                             s->cpath, s->path, cid, mid);
+        return CKPT_OK;
+    }
+    if (s->flags & CKPT_OPEN_READONLY)
+        return ckpt__err(CKPT_ECORRUPT, "store %s is incomplete (no store id)", s->path);
+    if (mid[0] && !cid[0]) {
+        if (!chunks_fresh)
+            return ckpt__err(CKPT_ECORRUPT, "%s has no store id", s->cpath);
+        /* Main exists but its chunk file vanished: only acceptable when no
+         * checkpoint refers to chunks. */
+        int64_t n;
+        if ((rc = pragma_int(s->db, "SELECT count(*) FROM tensors", &n, s->path)))
+            return rc;
+        if (n > 0)
+            return ckpt__err(CKPT_ECORRUPT,
+                             "chunk file %s is missing or empty but %s has %lld tensors; "
+                             "restore it from a backup",
+                             s->cpath, s->path, (long long)n);
+        return meta_set(s->cdb, "store_id", mid);
+    }
+    if (!mid[0] && cid[0]) {
+        int64_t n;
+        if ((rc = pragma_int(s->cdb, "SELECT count(*) FROM chunks", &n, s->cpath)))
+            return rc;
+        if (n > 0 && main_fresh)
+            return ckpt__err(CKPT_ECORRUPT,
+                             "%s holds %lld chunks but its main database %s is missing",
+                             s->cpath, (long long)n, s->path);
+        return meta_set(s->db, "store_id", cid);
+    }
+    unsigned char r[16];
+    FILE *f = fopen("/dev/urandom", "rb");
+    if (!f || fread(r, 1, 16, f) != 16) {
+        if (f)
+            fclose(f);
+        return ckpt__err(CKPT_EIO, "cannot read /dev/urandom for a store id");
+    }
+    fclose(f);
+    char id[33];
+    for (int i = 0; i < 16; i++)
+        snprintf(id + 2 * i, 3, "%02x", r[i]);
+    if ((rc = meta_set(s->cdb, "store_id", id)))
+        return rc;
+    return meta_set(s->db, "store_id", id);
+}
+
+static int open_one(ckpt_store *s, const char *path, int64_t app_id, const char *const *mig,
+                    int is_main, sqlite3 **out, int *fresh)
+{
+    off_t size = 0;
+    int rc = file_state(path, &size);
+    if (rc < 0)
+        return rc;
+    int exists = rc == 1;
+    if (!exists && (s->flags & (CKPT_OPEN_READONLY | CKPT_OPEN_NOCREATE)))
+        return ckpt__err(CKPT_ENOTFOUND, "no ckpt store at %s (create one with `ckpt init`)",
+                         path);
+    if (exists && size > 0 && (rc = check_magic(path)) != CKPT_OK)
+        return rc;
+    if ((rc = open_db(path, s->flags, s->busy_ms, out)) != CKPT_OK)
+        return rc;
+    sqlite3 *db = *out;
+    if ((rc = check_identity(db, path, app_id, mig, fresh)) != CKPT_OK)
+        return rc;
+    int ro = (s->flags & CKPT_OPEN_READONLY) != 0;
+    if (*fresh && ro)
+        return ckpt__err(CKPT_ENOTFOUND, "no ckpt store at %s (the file is an empty database)",
+                         path);
+    if (!ro) {
+        if (is_main) {
+            if ((rc = ckpt__exec(db, "PRAGMA journal_mode=WAL", path)))
+                return rc;
+        } else {
+            /* Must precede the first write to take effect. */
+            if ((rc = ckpt__exec(db, "PRAGMA page_size=65536", path)))
+                return rc;
+        }
+    }
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "PRAGMA synchronous=%s; PRAGMA secure_delete=OFF; PRAGMA foreign_keys=OFF;"
+             "PRAGMA cache_size=-%d",
+             sync_pragma(s->durability), is_main ? 8192 : 16384);
+    if ((rc = ckpt__exec(db, sql, path)))
+        return rc;
+    return migrate(db, path, app_id, mig, ro);
+}
+
+int ckpt_open(ckpt_store **out, const char *path, const ckpt_open_opts *opts)
+{
+    *out = NULL;
+    if (!path || !*path)
+        return ckpt__err(CKPT_EINVAL, "store path is empty");
+    ckpt_open_opts o = {0, 0, CKPT_DURABLE_FULL};
+    if (opts)
+        o = *opts;
+    if (o.durability < CKPT_DURABLE_FULL || o.durability > CKPT_DURABLE_OFF)
+        return ckpt__err(CKPT_EINVAL, "unknown durability level %d", o.durability);
+    if (o.busy_timeout_ms < 0)
+        return ckpt__err(CKPT_EINVAL, "negative busy timeout %d", o.busy_timeout_ms);
+
+    ckpt_store *s = ckpt__calloc(1, sizeof *s);
+    if (!s)
+        return ckpt__err(CKPT_ENOMEM, "out of memory opening %s", path);
+    s->flags = o.flags;
+    s->durability = o.durability;
+    s->busy_ms = o.busy_timeout_ms ? o.busy_timeout_ms : DEFAULT_BUSY_MS;
+    s->codec = CKPT_CODEC_AUTO;
+    s->level = 1;
+    s->threads = 0;
+    s->chunk_size = 4 << 20;
+    s->flush_ms = 2000;
+    size_t n = strlen(path);
+    s->path = ckpt__strdup(path);
+    s->cpath = ckpt__malloc(n + sizeof "-chunks");
+    if (!s->path || !s->cpath) {
+        ckpt_close(s);
+        return ckpt__err(CKPT_ENOMEM, "out of memory opening %s", path);
+    }
+    memcpy(s->cpath, path, n);
+    memcpy(s->cpath + n, "-chunks", sizeof "-chunks");
+
+    /* The main file first: it decides whether this is a store at all, and
+     * nothing is created beside a file that is not ours. */
+    int main_fresh = 0, chunks_fresh = 0;
+    int rc = open_one(s, s->path, CKPT__APP_ID_MAIN, ckpt__schema_main, 1, &s->db, &main_fresh);
+    if (rc == CKPT_OK)
+        rc = open_one(s, s->cpath, CKPT__APP_ID_CHUNKS, ckpt__schema_chunks, 0, &s->cdb,
+                      &chunks_fresh);
+    if (rc == CKPT_OK)
+        rc = pair_files(s, main_fresh, chunks_fresh);
+    if (rc != CKPT_OK) {
+        int keep = rc;
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", ckpt_errmsg());
+        ckpt_close(s);
+        return ckpt__err(keep, "%s", msg);
+    }
+    *out = s;
+    return CKPT_OK;
+}
+
+void ckpt__metrics_free(ckpt_store *s);
+int ckpt__metrics_flush_all(ckpt_store *s);
+
+int ckpt_close(ckpt_store *s)
+{
+    if (!s)
+        return CKPT_OK;
+    int rc = CKPT_OK;
+    if (s->db && s->mlen)
+        rc = ckpt_metrics_flush(s);
+    ckpt__metrics_free(s);
+    if (s->db)
+        sqlite3_close_v2(s->db);
+    if (s->cdb)
+        sqlite3_close_v2(s->cdb);
+    ckpt__free(s->path);
+    ckpt__free(s->cpath);
+    ckpt__free(s);
+    return rc;
+}
+
+sqlite3 *ckpt_store_db(ckpt_store *s)
+{
+    return s ? s->db : NULL;
+}
+
+/* ---------------------------------------------------------------- params */
+
+static const struct {
+    int param;
+    int64_t min, max;
+} bounds[] = {
+    {CKPT_PARAM_CODEC, CKPT_CODEC_AUTO, CKPT_CODEC_PLANES},
+    {CKPT_PARAM_LEVEL, 1, 19},
+    {CKPT_PARAM_THREADS, 0, 64},
+    {CKPT_PARAM_CHUNK_SIZE, 1 << 20, 64 << 20},
+    {CKPT_PARAM_METRICS_FLUSH_MS, 0, 3600000},
+};
+
+int ckpt__set_allocator_only(const ckpt_allocator *a);
+int ckpt_set_allocator(const ckpt_allocator *a)
+{
+    return ckpt__set_allocator_only(a);
+}
+
+int ckpt_param_bounds(int param, int64_t *out_min, int64_t *out_max)
+{
+    for (size_t i = 0; i < sizeof bounds / sizeof bounds[0]; i++)
+        if (bounds[i].param == param) {
+            if (out_min)
+                *out_min = bounds[i].min;
+            if (out_max)
+                *out_max = bounds[i].max;
+            return CKPT_OK;
+        }
+    return ckpt__err(CKPT_EINVAL, "unknown parameter %d", param);
+}
+
+int ckpt_set_param(ckpt_store *s, int param, int64_t value)
+{
+    int64_t lo, hi;
+    int rc = ckpt_param_bounds(param, &lo, &hi);
+    if (rc)
+        return rc;
+    if (value < lo || value > hi)
+        return ckpt__err(CKPT_EINVAL, "parameter %d: value %lld outside [%lld, %lld]", param,
+                         (long long)value, (long long)lo, (long long)hi);
+    switch (param) {
+    case CKPT_PARAM_CODEC: s->codec = value; break;
+    case CKPT_PARAM_LEVEL: s->level = value; break;
+    case CKPT_PARAM_THREADS: s->threads = value; break;
+    case CKPT_PARAM_CHUNK_SIZE:
+        if (value % (1 << 20))
+            return ckpt__err(CKPT_EINVAL, "chunk size %lld is not a multiple of 1 MiB",
+                             (long long)value);
+        s->chunk_size = value;
+        break;
+    case CKPT_PARAM_METRICS_FLUSH_MS: s->flush_ms = value; break;
+    }
+    return CKPT_OK;
+}
+
+int ckpt_get_param(ckpt_store *s, int param, int64_t *out)
+{
+    int rc = ckpt_param_bounds(param, NULL, NULL);
+    if (rc)
+        return rc;
+    switch (param) {
+    case CKPT_PARAM_CODEC: *out = s->codec; break;
+    case CKPT_PARAM_LEVEL: *out = s->level; break;
+    case CKPT_PARAM_THREADS: *out = s->threads; break;
+    case CKPT_PARAM_CHUNK_SIZE: *out = s->chunk_size; break;
+    case CKPT_PARAM_METRICS_FLUSH_MS: *out = s->flush_ms; break;
+    }
+    return CKPT_OK;
+}

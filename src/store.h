@@ -1,0 +1,74 @@
+/*
+ * store.h - the store handle shared by every module: the two SQLite
+ * connections (main: WAL, what people query; chunks: rollback journal,
+ * tensor bytes), settings, the metrics buffer and SQL helpers.
+ */
+#ifndef CKPT_STORE_H
+#define CKPT_STORE_H
+
+#include <sqlite3.h>
+#include <stdint.h>
+
+#include "ckpt.h"
+
+typedef struct ckpt__metric {
+    int64_t run_id, branch_id, epoch, step;
+    double value, time;
+    char *name;
+} ckpt__metric;
+
+struct ckpt_store {
+    sqlite3 *db;  /* main database */
+    sqlite3 *cdb; /* chunk database */
+    char *path;
+    char *cpath;
+    int flags;
+    int durability;
+    int busy_ms;
+    int64_t codec, level, threads, chunk_size, flush_ms;
+    int writer_active;
+
+    /* metrics buffer */
+    ckpt__metric *mbuf;
+    size_t mlen, mcap;
+    double moldest; /* time of the oldest buffered value, 0 if empty */
+    /* last run resolved by name for metric logging */
+    char *mrun;
+    int64_t mrun_id, mrun_branch;
+};
+
+#define CKPT__APP_ID_MAIN 0x636b7074   /* "ckpt" */
+#define CKPT__APP_ID_CHUNKS 0x636b7063 /* "ckpc" */
+
+/* Maps a SQLite result code to a ckpt code and sets the message
+ * "<what>: <sqlite message>". */
+int ckpt__sqlerr(sqlite3 *db, int rc, const char *what);
+
+/* Runs SQL without results. */
+int ckpt__exec(sqlite3 *db, const char *sql, const char *what);
+/* Prepares a statement (cached by SQLite's persistent flag). */
+int ckpt__prepare(sqlite3 *db, const char *sql, sqlite3_stmt **out);
+
+/* BEGIN IMMEDIATE / COMMIT / ROLLBACK (rollback ignores errors). */
+int ckpt__begin(sqlite3 *db, const char *what);
+int ckpt__commit(sqlite3 *db, const char *what);
+void ckpt__rollback(sqlite3 *db);
+
+/* Fails with CKPT_EREADONLY if the store was opened read-only. */
+int ckpt__writable(ckpt_store *s, const char *what);
+
+/* Run id (and current branch id) of a run by name.
+ * Errors: CKPT_ENOTFOUND naming the run. */
+int ckpt__run_id(ckpt_store *s, const char *run, int64_t *id, int64_t *branch);
+
+/* Checkpoint row by id. */
+int ckpt__checkpoint_get(ckpt_store *s, int64_t id, ckpt_checkpoint_info *out, int64_t *run_id);
+
+/* Wall time. */
+int64_t ckpt__now_us(void);
+double ckpt__now_s(void);
+
+/* Validates a run or metric name (1..256 bytes, printable, no '@'). */
+int ckpt__check_name(const char *name, const char *what);
+
+#endif

@@ -1,0 +1,508 @@
+/*
+ * writer.c - saving a checkpoint: tensors are cut into chunks, each chunk
+ * hashed, deduplicated against every stored chunk (confirmed byte for byte),
+ * else encoded (raw, byte planes, or a delta against the same tensor's chunk
+ * in the parent checkpoint) and inserted into the chunk database. Commit
+ * makes the chunks durable first, then writes the manifest and moves the
+ * head in one transaction of the main database: the single moment the
+ * checkpoint becomes visible. A crash before it leaves only unreferenced
+ * chunks, which later saves reuse.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "chunks.h"
+#include "error.h"
+#include "hash.h"
+#include "store.h"
+
+/* Commit the chunk transaction after this many stored bytes so that other
+ * writers and readers of the chunk file are not held off for a whole save. */
+#define CHUNK_TXN_BYTES ((uint64_t)1 << 30)
+
+typedef struct wtensor {
+    char *name;
+    int kind, dtype, ndim;
+    int64_t shape[CKPT_MAX_DIMS];
+    uint64_t nbytes;
+    uint8_t hash[16];
+    int64_t *chunks;
+    size_t nchunks;
+} wtensor;
+
+struct ckpt_writer {
+    ckpt_store *s;
+    char *run;
+    int64_t run_id, epoch, step;
+    int64_t parent_id; /* head when the save began: source of delta bases */
+    size_t chunk_size;
+    int failed;
+    int txn_open;
+    uint64_t txn_bytes;
+    uint64_t logical, stored;
+    wtensor *t;
+    size_t nt, capt;
+    ckpt__chunk_io io;
+    uint8_t *enc; /* encoded chunk */
+    size_t enc_cap;
+    uint8_t *cmp; /* stored chunk read back to confirm a dedup hit */
+    size_t cmp_cap;
+    uint8_t *basebuf; /* decoded delta base */
+    size_t base_cap;
+};
+
+static void free_tensors(ckpt_writer *w)
+{
+    for (size_t i = 0; i < w->nt; i++) {
+        ckpt__free(w->t[i].name);
+        ckpt__free(w->t[i].chunks);
+    }
+    ckpt__free(w->t);
+    w->t = NULL;
+    w->nt = w->capt = 0;
+}
+
+static void writer_free(ckpt_writer *w)
+{
+    if (w->txn_open)
+        ckpt__rollback(w->s->cdb);
+    w->s->writer_active = 0;
+    free_tensors(w);
+    ckpt__chunk_io_free(&w->io);
+    ckpt__free(w->enc);
+    ckpt__free(w->cmp);
+    ckpt__free(w->basebuf);
+    ckpt__free(w->run);
+    ckpt__free(w);
+}
+
+int ckpt_writer_begin(ckpt_writer **out, ckpt_store *s, const char *run, int64_t epoch,
+                      int64_t step)
+{
+    *out = NULL;
+    int rc;
+    if ((rc = ckpt__writable(s, "saving a checkpoint")))
+        return rc;
+    if (epoch < 0 || step < 0)
+        return ckpt__err(CKPT_EINVAL, "run '%s': epoch %lld and step %lld must be >= 0",
+                         run ? run : "(null)", (long long)epoch, (long long)step);
+    if (s->writer_active)
+        return ckpt__err(CKPT_EINVAL, "a checkpoint writer is already open on this store handle");
+    int64_t run_id;
+    if ((rc = ckpt__run_id(s, run, &run_id, NULL)))
+        return rc;
+    ckpt_writer *w = ckpt__calloc(1, sizeof *w);
+    if (!w)
+        return ckpt__err(CKPT_ENOMEM, "out of memory");
+    w->s = s;
+    w->run_id = run_id;
+    w->epoch = epoch;
+    w->step = step;
+    w->chunk_size = (size_t)s->chunk_size;
+    w->run = ckpt__strdup(run);
+    if (!w->run || (rc = ckpt__chunk_io_init(&w->io)) != CKPT_OK) {
+        ckpt__free(w->run);
+        ckpt__free(w);
+        return ckpt__err(CKPT_ENOMEM, "out of memory");
+    }
+    ckpt_checkpoint_info head;
+    rc = ckpt_head(s, run, &head);
+    if (rc == CKPT_OK)
+        w->parent_id = head.id;
+    else if (rc != CKPT_ENOCHECKPOINT) {
+        writer_free(w);
+        return rc;
+    }
+    s->writer_active = 1;
+    *out = w;
+    return CKPT_OK;
+}
+
+static int grow(uint8_t **buf, size_t *cap, size_t need)
+{
+    if (*cap >= need)
+        return CKPT_OK;
+    uint8_t *p = ckpt__realloc(*buf, need);
+    if (!p)
+        return ckpt__err(CKPT_ENOMEM, "out of memory (%zu bytes)", need);
+    *buf = p;
+    *cap = need;
+    return CKPT_OK;
+}
+
+static int check_put(ckpt_writer *w, const char *name, int kind, int dtype, int ndim,
+                     const int64_t *shape, const void *data, size_t nbytes)
+{
+    int rc = ckpt__check_name(name, "tensor");
+    if (rc)
+        return ckpt__err_prefix(rc, "run '%s' epoch %lld", w->run, (long long)w->epoch);
+    if (!ckpt_kind_name(kind))
+        return ckpt__err(CKPT_EINVAL, "tensor '%s': unknown kind %d", name, kind);
+    if (!ckpt_dtype_name(dtype))
+        return ckpt__err(CKPT_EINVAL, "tensor '%s': unknown dtype %d", name, dtype);
+    if (ndim < 0 || ndim > CKPT_MAX_DIMS)
+        return ckpt__err(CKPT_EINVAL, "tensor '%s': %d dimensions (0 to %d allowed)", name, ndim,
+                         CKPT_MAX_DIMS);
+    if (ndim > 0 && !shape)
+        return ckpt__err(CKPT_EINVAL, "tensor '%s': shape is NULL", name);
+    size_t count = 1;
+    for (int i = 0; i < ndim; i++) {
+        if (shape[i] < 0)
+            return ckpt__err(CKPT_EINVAL, "tensor '%s': dimension %d is negative (%lld)", name, i,
+                             (long long)shape[i]);
+        if (ckpt__mul_size(count, (size_t)shape[i], &count))
+            return ckpt__err(CKPT_EINVAL, "tensor '%s': shape overflows", name);
+    }
+    size_t want;
+    if (ckpt__mul_size(count, ckpt_dtype_size(dtype), &want))
+        return ckpt__err(CKPT_EINVAL, "tensor '%s': shape overflows", name);
+    if (want != nbytes)
+        return ckpt__err(CKPT_EINVAL, "tensor '%s': %zu bytes given, shape and dtype %s need %zu",
+                         name, nbytes, ckpt_dtype_name(dtype), want);
+    if (nbytes && !data)
+        return ckpt__err(CKPT_EINVAL, "tensor '%s': data is NULL", name);
+    for (size_t i = 0; i < w->nt; i++)
+        if (strcmp(w->t[i].name, name) == 0)
+            return ckpt__err(CKPT_EEXISTS, "tensor '%s' was already put in this checkpoint", name);
+    return CKPT_OK;
+}
+
+/* Chunk ids of the same tensor in the parent checkpoint, for delta bases. */
+static int parent_chunks(ckpt_writer *w, const char *name, int dtype, int64_t **out, size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    if (!w->parent_id || w->s->codec == CKPT_CODEC_RAW || w->s->codec == CKPT_CODEC_PLANES)
+        return CKPT_OK;
+    sqlite3_stmt *st;
+    int rc = ckpt__prepare(w->s->db,
+                           "SELECT dtype, chunk_size, chunks FROM tensors"
+                           " WHERE checkpoint_id = ? AND name = ?",
+                           &st);
+    if (rc)
+        return rc;
+    sqlite3_bind_int64(st, 1, w->parent_id);
+    sqlite3_bind_text(st, 2, name, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        const char *dt = (const char *)sqlite3_column_text(st, 0);
+        size_t cs = (size_t)sqlite3_column_int64(st, 1);
+        size_t bytes = (size_t)sqlite3_column_bytes(st, 2);
+        if (dt && strcmp(dt, ckpt_dtype_name(dtype)) == 0 && cs == w->chunk_size && bytes % 8 == 0 &&
+            bytes > 0) {
+            *out = ckpt__malloc(bytes);
+            if (!*out) {
+                sqlite3_finalize(st);
+                return ckpt__err(CKPT_ENOMEM, "out of memory");
+            }
+            const uint8_t *b = sqlite3_column_blob(st, 2);
+            for (size_t i = 0; i < bytes / 8; i++) {
+                uint64_t v = 0;
+                for (int k = 7; k >= 0; k--)
+                    v = (v << 8) | b[8 * i + (size_t)k];
+                (*out)[i] = (int64_t)v;
+            }
+            *n = bytes / 8;
+        }
+    }
+    sqlite3_finalize(st);
+    return CKPT_OK;
+}
+
+/* Stores one chunk (or finds it stored) and returns its id. */
+static int put_chunk(ckpt_writer *w, const char *name, size_t elem, const uint8_t *p, size_t len,
+                     const uint8_t hash[16], int64_t base_chunk, int64_t *out_id)
+{
+    ckpt_store *s = w->s;
+    ckpt__chunk_meta m;
+    int rc = ckpt__chunk_find(s, hash, &m);
+    if (rc < 0)
+        return rc;
+    if (rc == 1) {
+        /* XXH3 is not collision resistant: confirm a hit byte for byte. */
+        if (m.raw_len == len) {
+            if ((rc = grow(&w->cmp, &w->cmp_cap, len)))
+                return rc;
+            rc = ckpt__chunk_read(s, &w->io, &m, w->cmp);
+            if (rc == CKPT_OK && memcmp(w->cmp, p, len) == 0) {
+                *out_id = m.id;
+                return CKPT_OK;
+            }
+        }
+        if (rc == CKPT_ECORRUPT)
+            return ckpt__err_prefix(rc, "tensor '%s': the stored copy of an identical chunk is "
+                                        "damaged (run `ckpt verify`)", name);
+        if (rc)
+            return rc;
+        return ckpt__err(CKPT_ERROR, "tensor '%s': XXH3-128 collision with chunk %lld", name,
+                         (long long)m.id);
+    }
+
+    /* A delta base must be a full chunk so a read decodes at most two. */
+    const uint8_t *base = NULL;
+    size_t base_len = 0;
+    int64_t base_id = 0;
+    if (base_chunk > 0) {
+        ckpt__chunk_meta bm;
+        rc = ckpt__chunk_meta_get(s, base_chunk, &bm);
+        if (rc == CKPT_OK && bm.codec == CKPT__CODEC_DELTA)
+            rc = ckpt__chunk_meta_get(s, bm.base_id, &bm);
+        if (rc == CKPT_OK && (rc = grow(&w->basebuf, &w->base_cap, bm.raw_len)) == CKPT_OK &&
+            ckpt__chunk_read(s, &w->io, &bm, w->basebuf) == CKPT_OK) {
+            base = w->basebuf;
+            base_len = bm.raw_len;
+            base_id = bm.id;
+        }
+        if (rc == CKPT_ENOMEM)
+            return rc;
+        /* A damaged or missing base only means no delta. */
+    }
+
+    size_t bound = ckpt__codec_bound(len);
+    if ((rc = grow(&w->enc, &w->enc_cap, bound)))
+        return rc;
+    int codec = CKPT__CODEC_RAW;
+    size_t enc_len = len;
+    const void *payload = p;
+    if (s->codec != CKPT_CODEC_RAW) {
+        rc = ckpt__codec_encode(w->io.codec, (int)s->codec, (int)s->level, elem, p, len, base,
+                                base_len, w->enc, w->enc_cap, &codec, &enc_len);
+        if (rc)
+            return ckpt__err_prefix(rc, "tensor '%s'", name);
+        if (codec != CKPT__CODEC_RAW)
+            payload = w->enc;
+        else
+            enc_len = len;
+    }
+    if (!w->txn_open) {
+        if ((rc = ckpt__begin(s->cdb, "saving chunks")))
+            return rc;
+        w->txn_open = 1;
+    }
+    rc = ckpt__chunk_insert(s, hash, codec, codec == CKPT__CODEC_DELTA ? base_id : 0, len, payload,
+                            enc_len, out_id);
+    if (rc)
+        return ckpt__err_prefix(rc, "run '%s' epoch %lld tensor '%s'", w->run, (long long)w->epoch,
+                                name);
+    w->stored += enc_len;
+    w->txn_bytes += enc_len;
+    if (w->txn_bytes >= CHUNK_TXN_BYTES) {
+        w->txn_open = 0;
+        w->txn_bytes = 0;
+        if ((rc = ckpt__commit(s->cdb, "saving chunks")))
+            return rc;
+    }
+    return CKPT_OK;
+}
+
+int ckpt_writer_put(ckpt_writer *w, const char *name, int kind, int dtype, int ndim,
+                    const int64_t *shape, const void *data, size_t nbytes)
+{
+    if (!w)
+        return ckpt__err(CKPT_EINVAL, "writer is NULL");
+    if (w->failed)
+        return ckpt__err(CKPT_EINVAL, "run '%s' epoch %lld: an earlier put failed; abort the "
+                                      "checkpoint", w->run, (long long)w->epoch);
+    int rc = check_put(w, name, kind, dtype, ndim, shape, data, nbytes);
+    if (rc)
+        return rc; /* bad arguments do not poison the writer */
+    if (w->nt == w->capt) {
+        size_t nc = w->capt ? 2 * w->capt : 16;
+        wtensor *t = ckpt__realloc(w->t, nc * sizeof *t);
+        if (!t)
+            return ckpt__err(CKPT_ENOMEM, "out of memory");
+        w->t = t;
+        w->capt = nc;
+    }
+    wtensor *t = &w->t[w->nt];
+    memset(t, 0, sizeof *t);
+    size_t nchunks = nbytes ? (nbytes + w->chunk_size - 1) / w->chunk_size : 1;
+    t->name = ckpt__strdup(name);
+    t->chunks = ckpt__calloc(nchunks, sizeof *t->chunks);
+    int64_t *base = NULL;
+    size_t nbase = 0;
+    ckpt__tensor_hash th = {0};
+    if (!t->name || !t->chunks) {
+        rc = ckpt__err(CKPT_ENOMEM, "out of memory");
+        goto fail;
+    }
+    t->kind = kind;
+    t->dtype = dtype;
+    t->ndim = ndim;
+    for (int i = 0; i < ndim; i++)
+        t->shape[i] = shape[i];
+    t->nbytes = nbytes;
+    t->nchunks = nchunks;
+    if ((rc = parent_chunks(w, name, dtype, &base, &nbase)) || (rc = ckpt__tensor_hash_init(&th)))
+        goto fail;
+
+    size_t elem = ckpt_dtype_size(dtype);
+    uint8_t leaves[16 * 64];
+    for (size_t c = 0; c < nchunks; c++) {
+        size_t off = c * w->chunk_size;
+        size_t len = nbytes - off < w->chunk_size ? nbytes - off : w->chunk_size;
+        const uint8_t *p = (const uint8_t *)data + off;
+        uint8_t h[16];
+        ckpt__hash_chunk(nbytes ? p : (const uint8_t *)"", len, leaves, h);
+        ckpt__tensor_hash_update(&th, leaves, len ? (len + CKPT__LEAF_SIZE - 1) / CKPT__LEAF_SIZE : 1);
+        if ((rc = put_chunk(w, name, elem, nbytes ? p : (const uint8_t *)"", len, h,
+                            c < nbase ? base[c] : 0, &t->chunks[c])))
+            goto fail;
+    }
+    ckpt__tensor_hash_final(&th, nbytes, t->hash);
+    ckpt__tensor_hash_free(&th);
+    ckpt__free(base);
+    w->logical += nbytes;
+    w->nt++;
+    return CKPT_OK;
+fail:
+    ckpt__tensor_hash_free(&th);
+    ckpt__free(base);
+    ckpt__free(t->name);
+    ckpt__free(t->chunks);
+    w->failed = 1;
+    return rc;
+}
+
+int ckpt__metrics_write(ckpt_store *s);
+void ckpt__metrics_clear(ckpt_store *s);
+
+static void shape_json(const wtensor *t, char *buf, size_t cap)
+{
+    size_t n = (size_t)snprintf(buf, cap, "[");
+    for (int i = 0; i < t->ndim && n < cap; i++)
+        n += (size_t)snprintf(buf + n, cap - n, "%s%lld", i ? ", " : "", (long long)t->shape[i]);
+    if (n < cap)
+        snprintf(buf + n, cap - n, "]");
+}
+
+static int write_manifest(ckpt_writer *w, int64_t *out_id)
+{
+    ckpt_store *s = w->s;
+    sqlite3_stmt *st = NULL;
+    int rc;
+    int64_t head = 0, branch = 0;
+    if ((rc = ckpt__prepare(s->db, "SELECT coalesce(head_id, 0), branch_id FROM runs WHERE id = ?",
+                            &st)))
+        return rc;
+    sqlite3_bind_int64(st, 1, w->run_id);
+    int r = sqlite3_step(st);
+    if (r == SQLITE_ROW) {
+        head = sqlite3_column_int64(st, 0);
+        branch = sqlite3_column_int64(st, 1);
+    }
+    sqlite3_finalize(st);
+    if (r != SQLITE_ROW)
+        return r == SQLITE_DONE ? ckpt__err(CKPT_ENOTFOUND, "run '%s' was deleted", w->run)
+                                : ckpt__sqlerr(s->db, r, "saving a checkpoint");
+
+    if ((rc = ckpt__prepare(s->db,
+                            "INSERT INTO checkpoints(run_id, branch_id, epoch, step, created_at,"
+                            " parent_id, ntensors, logical_bytes, stored_bytes)"
+                            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                            &st)))
+        return rc;
+    sqlite3_bind_int64(st, 1, w->run_id);
+    sqlite3_bind_int64(st, 2, branch);
+    sqlite3_bind_int64(st, 3, w->epoch);
+    sqlite3_bind_int64(st, 4, w->step);
+    sqlite3_bind_int64(st, 5, ckpt__now_us());
+    if (head)
+        sqlite3_bind_int64(st, 6, head);
+    else
+        sqlite3_bind_null(st, 6);
+    sqlite3_bind_int64(st, 7, (int64_t)w->nt);
+    sqlite3_bind_int64(st, 8, (int64_t)w->logical);
+    sqlite3_bind_int64(st, 9, (int64_t)w->stored);
+    r = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (r != SQLITE_DONE)
+        return ckpt__sqlerr(s->db, r, "saving a checkpoint");
+    int64_t id = sqlite3_last_insert_rowid(s->db);
+
+    if ((rc = ckpt__prepare(s->db,
+                            "INSERT INTO tensors(checkpoint_id, idx, name, kind, dtype, shape,"
+                            " nbytes, hash, chunk_size, chunks) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                            &st)))
+        return rc;
+    uint8_t *ids = NULL;
+    size_t ids_cap = 0;
+    for (size_t i = 0; i < w->nt && rc == CKPT_OK; i++) {
+        const wtensor *t = &w->t[i];
+        char shape[CKPT_MAX_DIMS * 24 + 4];
+        shape_json(t, shape, sizeof shape);
+        if ((rc = grow(&ids, &ids_cap, 8 * t->nchunks)))
+            break;
+        for (size_t c = 0; c < t->nchunks; c++)
+            for (int k = 0; k < 8; k++)
+                ids[8 * c + (size_t)k] = (uint8_t)((uint64_t)t->chunks[c] >> (8 * k));
+        sqlite3_reset(st);
+        sqlite3_bind_int64(st, 1, id);
+        sqlite3_bind_int64(st, 2, (int64_t)i);
+        sqlite3_bind_text(st, 3, t->name, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 4, ckpt_kind_name(t->kind), -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 5, ckpt_dtype_name(t->dtype), -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 6, shape, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_int64(st, 7, (int64_t)t->nbytes);
+        sqlite3_bind_blob(st, 8, t->hash, 16, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 9, (int64_t)w->chunk_size);
+        sqlite3_bind_blob64(st, 10, ids, 8 * t->nchunks, SQLITE_STATIC);
+        r = sqlite3_step(st);
+        if (r != SQLITE_DONE)
+            rc = ckpt__sqlerr(s->db, r, "saving a checkpoint's manifest");
+    }
+    sqlite3_finalize(st);
+    ckpt__free(ids);
+    if (rc)
+        return rc;
+    char sql[128];
+    snprintf(sql, sizeof sql, "UPDATE runs SET head_id = %lld WHERE id = %lld", (long long)id,
+             (long long)w->run_id);
+    if ((rc = ckpt__exec(s->db, sql, "saving a checkpoint")))
+        return rc;
+    *out_id = id;
+    return CKPT_OK;
+}
+
+int ckpt_writer_commit(ckpt_writer *w, int64_t *out_id)
+{
+    if (!w)
+        return ckpt__err(CKPT_EINVAL, "writer is NULL");
+    ckpt_store *s = w->s;
+    int rc;
+    if (w->failed) {
+        rc = ckpt__err(CKPT_EINVAL, "run '%s' epoch %lld: an earlier put failed; nothing committed",
+                       w->run, (long long)w->epoch);
+        writer_free(w);
+        return rc;
+    }
+    /* 1. chunks durable; 2. manifest, head and metrics in one transaction. */
+    if (w->txn_open) {
+        w->txn_open = 0;
+        if ((rc = ckpt__commit(s->cdb, "saving chunks")))
+            goto out;
+    }
+    if ((rc = ckpt__begin(s->db, "saving a checkpoint")))
+        goto out;
+    int64_t id = 0;
+    if ((rc = write_manifest(w, &id)) || (rc = ckpt__metrics_write(s))) {
+        ckpt__rollback(s->db);
+        goto out;
+    }
+    if ((rc = ckpt__commit(s->db, "saving a checkpoint")))
+        goto out;
+    ckpt__metrics_clear(s); /* the metrics are in */
+    if (out_id)
+        *out_id = id;
+out:
+    if (rc)
+        ckpt__err_prefix(rc, "run '%s' epoch %lld step %lld", w->run, (long long)w->epoch,
+                         (long long)w->step);
+    writer_free(w);
+    return rc;
+}
+
+void ckpt_writer_abort(ckpt_writer *w)
+{
+    if (w)
+        writer_free(w);
+}
