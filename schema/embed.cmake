@@ -1,5 +1,7 @@
 # Writes OUT: a C file with the migrations of each database as string arrays.
-# Invoked by the build with -DMAIN=<sorted list> -DCHUNKS=<sorted list>.
+# Invoked by the build with -DMAIN=a,b,c -DCHUNKS=... (sorted file lists).
+string(REPLACE "," ";" MAIN "${MAIN}")
+string(REPLACE "," ";" CHUNKS "${CHUNKS}")
 function(emit var files)
   set(body "const char *const ${var}[] = {\n")
   foreach(f ${files})

@@ -762,6 +762,402 @@ static void test_st__writer_rejects_what_it_cannot_encode(void **state)
     assert_int_equal(ckpt__st_write_header(&t, 1, NULL, NULL, 0, &out, &n), CKPT_EINVAL);
 }
 
+/* ------------------------------------------------------------ through a store */
+
+static ckpt_store *open_store(const char *dir)
+{
+    ckpt_store *s = NULL;
+    ckpt_open_opts o = {.durability = CKPT_DURABLE_OFF};
+    assert_int_equal(ckpt_open(&s, tu_path(dir, "store.db"), &o), CKPT_OK);
+    return s;
+}
+
+typedef struct src_tensor {
+    const char *name;
+    int kind, dtype, ndim;
+    int64_t shape[CKPT_MAX_DIMS];
+} src_tensor;
+
+/* Reads tensor i of r whole (malloc'd). */
+static unsigned char *read_tensor(ckpt_reader *r, size_t i, ckpt_tensor_info *ti)
+{
+    assert_int_equal(ckpt_reader_tensor(r, i, ti), CKPT_OK);
+    unsigned char *b = malloc(ti->nbytes ? ti->nbytes : 1);
+    assert_non_null(b);
+    assert_int_equal(ckpt_reader_read(r, i, 0, b, ti->nbytes), CKPT_OK);
+    return b;
+}
+
+static const char *meta(const ckpt__st_header *h, const char *key)
+{
+    for (size_t k = 0; k < h->nmeta; k++)
+        if (strcmp(h->meta_key[k], key) == 0)
+            return h->meta_val[k];
+    return NULL;
+}
+
+/* Entries of dir whose name contains pattern ("" for all). */
+static size_t count_dir_entries(const char *dir, const char *pattern)
+{
+    char cmd[800];
+    snprintf(cmd, sizeof cmd, "ls -A '%s' | grep -c -F -e '%s'", dir, pattern);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    unsigned long n = 0;
+    assert_int_equal(fscanf(p, "%lu", &n), 1);
+    pclose(p);
+    return (size_t)n;
+}
+
+/* A checkpoint with every kind, several dtypes, a scalar, an empty tensor
+ * and one tensor larger than export's 8 MiB copy buffer. */
+static const src_tensor SRC[] = {
+    {"embed.weight", CKPT_KIND_MODEL, CKPT_F32, 2, {3000, 700}},
+    {"layer.0/w \"q\" \xc3\xa9", CKPT_KIND_MODEL, CKPT_BF16, 3, {4, 5, 6}},
+    {"opt.m", CKPT_KIND_OPTIMIZER, CKPT_F64, 1, {33}},
+    {"opt.step", CKPT_KIND_OPTIMIZER, CKPT_I64, 0, {0}},
+    {"rng", CKPT_KIND_RNG, CKPT_U8, 1, {17}},
+    {"empty", CKPT_KIND_STATE, CKPT_I16, 2, {0, 9}},
+    {"flags", CKPT_KIND_EXTRA, CKPT_BOOL, 1, {3}},
+};
+#define NSRC (sizeof SRC / sizeof SRC[0])
+static const char SRC_CONFIG[] = "model:\n  width: 64\n  name: \"tiny \\\"q\\\"\"\nlr: 0.001\n";
+
+static size_t src_bytes(size_t i)
+{
+    size_t n = ckpt_dtype_size(SRC[i].dtype);
+    for (int d = 0; d < SRC[i].ndim; d++)
+        n *= (size_t)SRC[i].shape[d];
+    return n;
+}
+
+static void make_source(ckpt_store *s, unsigned char **data)
+{
+    assert_int_equal(ckpt_run_create(s, "src", SRC_CONFIG, strlen(SRC_CONFIG)), CKPT_OK);
+    ckpt_writer *w;
+    assert_int_equal(ckpt_writer_begin(&w, s, "src", 3, 300), CKPT_OK);
+    for (size_t i = 0; i < NSRC; i++) {
+        size_t n = src_bytes(i);
+        data[i] = malloc(n ? n : 1);
+        assert_non_null(data[i]);
+        tu_fill_random(data[i], n, 1000 + i);
+        if (SRC[i].dtype == CKPT_BOOL)
+            for (size_t k = 0; k < n; k++)
+                data[i][k] &= 1;
+        assert_int_equal(ckpt_writer_put(w, SRC[i].name, SRC[i].kind, SRC[i].dtype, SRC[i].ndim,
+                                         SRC[i].shape, data[i], n),
+                         CKPT_OK);
+    }
+    assert_int_equal(ckpt_writer_commit(w, NULL), CKPT_OK);
+}
+
+static void test_st__export_import_export_roundtrips_everything(void **state)
+{
+    (void)state;
+    const char *dir = tu_tmpdir();
+    ckpt_store *s = open_store(dir);
+    unsigned char *data[NSRC];
+    make_source(s, data);
+
+    const char *f1 = tu_path(dir, "one.safetensors");
+    assert_int_equal(ckpt_export_safetensors(s, "src", CKPT_HEAD, f1), CKPT_OK);
+    assert_int_equal(count_dir_entries(dir, ".tmp."), 0);
+
+    /* the file, read by the independent validator */
+    size_t fsize;
+    unsigned char *img = tu_read_file(f1, &fsize);
+    assert_non_null(img);
+    ckpt__st_header h;
+    assert_int_equal(ckpt__st_parse_file(img, fsize, f1, &h), CKPT_OK);
+    assert_int_equal(h.header_len % 8, 0);
+    assert_int_equal(h.n, NSRC);
+    assert_string_equal(meta(&h, "ckpt.run"), "src");
+    assert_string_equal(meta(&h, "ckpt.epoch"), "3");
+    assert_string_equal(meta(&h, "ckpt.step"), "300");
+    assert_string_equal(meta(&h, "ckpt.config"), SRC_CONFIG);
+    assert_string_equal(meta(&h, "ckpt.kind.opt.m"), "optimizer");
+    assert_string_equal(meta(&h, "ckpt.kind.rng"), "rng");
+    uint64_t off = 0;
+    for (size_t i = 0; i < NSRC; i++) {
+        assert_string_equal(h.t[i].name, SRC[i].name);
+        assert_int_equal(h.t[i].dtype, SRC[i].dtype);
+        assert_int_equal(h.t[i].ndim, SRC[i].ndim);
+        assert_memory_equal(h.t[i].shape, SRC[i].shape, sizeof(int64_t) * (size_t)SRC[i].ndim);
+        assert_int_equal(h.t[i].begin, off);
+        off = h.t[i].end;
+        assert_int_equal(h.t[i].end - h.t[i].begin, src_bytes(i));
+        if (src_bytes(i))
+            assert_memory_equal(img + 8 + h.header_len + h.t[i].begin, data[i], src_bytes(i));
+    }
+    ckpt__st_header_free(&h);
+
+    /* import into a new run: created, without config, checkpoint is head */
+    int64_t id = 0;
+    assert_int_equal(ckpt_import_safetensors(s, f1, "dst", 7, 70, &id), CKPT_OK);
+    assert_true(id > 0);
+    ckpt_checkpoint_info ci;
+    assert_int_equal(ckpt_head(s, "dst", &ci), CKPT_OK);
+    assert_int_equal(ci.id, id);
+    assert_int_equal(ci.epoch, 7);
+    assert_int_equal(ci.step, 70);
+    assert_int_equal(ci.ntensors, NSRC);
+    char *cfg = (char *)1;
+    assert_int_equal(ckpt_run_config(s, "dst", &cfg), CKPT_OK);
+    assert_null(cfg);
+
+    ckpt_reader *r;
+    assert_int_equal(ckpt_reader_open(&r, s, "dst", 7), CKPT_OK);
+    assert_int_equal(ckpt_reader_count(r), NSRC);
+    for (size_t i = 0; i < NSRC; i++) {
+        ckpt_tensor_info ti;
+        unsigned char *b = read_tensor(r, i, &ti);
+        assert_string_equal(ti.name, SRC[i].name);
+        assert_int_equal(ti.kind, SRC[i].kind);
+        assert_int_equal(ti.dtype, SRC[i].dtype);
+        assert_int_equal(ti.ndim, SRC[i].ndim);
+        assert_memory_equal(ti.shape, SRC[i].shape, sizeof(int64_t) * (size_t)SRC[i].ndim);
+        assert_int_equal(ti.nbytes, src_bytes(i));
+        if (ti.nbytes)
+            assert_memory_equal(b, data[i], ti.nbytes);
+        free(b);
+    }
+    ckpt_reader_close(r);
+
+    /* export of the imported copy: same data section, same tensor table */
+    const char *f2 = tu_path(dir, "two.safetensors");
+    assert_int_equal(ckpt_export_safetensors(s, "dst", 7, f2), CKPT_OK);
+    size_t fsize2;
+    unsigned char *img2 = tu_read_file(f2, &fsize2);
+    assert_non_null(img2);
+    ckpt__st_header h1, h2;
+    assert_int_equal(ckpt__st_parse_file(img, fsize, f1, &h1), CKPT_OK);
+    assert_int_equal(ckpt__st_parse_file(img2, fsize2, f2, &h2), CKPT_OK);
+    assert_int_equal(fsize2 - 8 - h2.header_len, fsize - 8 - h1.header_len);
+    assert_memory_equal(img2 + 8 + h2.header_len, img + 8 + h1.header_len,
+                        fsize - 8 - h1.header_len);
+    assert_string_equal(meta(&h2, "ckpt.run"), "dst");
+    assert_string_equal(meta(&h2, "ckpt.epoch"), "7");
+    assert_null(meta(&h2, "ckpt.config"));
+    for (size_t i = 0; i < NSRC; i++) {
+        assert_string_equal(h2.t[i].name, h1.t[i].name);
+        assert_int_equal(h2.t[i].begin, h1.t[i].begin);
+        assert_int_equal(h2.t[i].end, h1.t[i].end);
+    }
+    ckpt__st_header_free(&h1);
+    ckpt__st_header_free(&h2);
+    free(img);
+    free(img2);
+    for (size_t i = 0; i < NSRC; i++)
+        free(data[i]);
+    assert_int_equal(ckpt_close(s), CKPT_OK);
+}
+
+static void test_st__import_of_handcrafted_file_creates_run(void **state)
+{
+    (void)state;
+    const char *dir = tu_tmpdir();
+    ckpt_store *s = open_store(dir);
+    /* the reference implementation's example, with non-zero data */
+    static const char file[] =
+        "<\0\0\0\0\0\0\0"
+        "{\"test\":{\"dtype\":\"I32\",\"shape\":[2,2],\"data_offsets\":[0,16]}}"
+        "\1\0\0\0\2\0\0\0\3\0\0\0\4\0\0\0";
+    const char *f = tu_path(dir, "ref.safetensors");
+    assert_int_equal(tu_write_file(f, file, sizeof file - 1), 0);
+    assert_int_equal(ckpt_import_safetensors(s, f, "ref", 0, 0, NULL), CKPT_OK);
+    ckpt_reader *r;
+    assert_int_equal(ckpt_reader_open(&r, s, "ref", CKPT_HEAD), CKPT_OK);
+    assert_string_equal(ckpt_reader_run(r), "ref");
+    assert_int_equal(ckpt_reader_count(r), 1);
+    ckpt_tensor_info ti;
+    unsigned char *b = read_tensor(r, 0, &ti);
+    assert_string_equal(ti.name, "test");
+    assert_int_equal(ti.kind, CKPT_KIND_MODEL);
+    assert_int_equal(ti.dtype, CKPT_I32);
+    int32_t want[4] = {1, 2, 3, 4};
+    assert_memory_equal(b, want, 16);
+    free(b);
+    ckpt_reader_close(r);
+    assert_int_equal(ckpt_close(s), CKPT_OK);
+}
+
+static void test_st__import_kinds_come_from_metadata_when_valid(void **state)
+{
+    (void)state;
+    const char *dir = tu_tmpdir();
+    ckpt_store *s = open_store(dir);
+    const char *json = "{\"__metadata__\":{\"ckpt.kind.a\":\"optimizer\",\"ckpt.kind.b\":\"bogus\","
+                       "\"ckpt.kind.zz\":\"rng\",\"ckpt.kind.c\":\"state\"},"
+                       "\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]},"
+                       "\"b\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[1,2]},"
+                       "\"c\":{\"dtype\":\"U8\",\"shape\":[0],\"data_offsets\":[2,2]},"
+                       "\"d\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[2,3]}}";
+    size_t size;
+    unsigned char *img = mkfile(json, 0, "xyz", 3, &size);
+    const char *f = tu_path(dir, "k.safetensors");
+    assert_int_equal(tu_write_file(f, img, size), 0);
+    free(img);
+    assert_int_equal(ckpt_import_safetensors(s, f, "k", 1, 2, NULL), CKPT_OK);
+    ckpt_reader *r;
+    assert_int_equal(ckpt_reader_open(&r, s, "k", 1), CKPT_OK);
+    static const int want[] = {CKPT_KIND_OPTIMIZER, CKPT_KIND_MODEL, CKPT_KIND_STATE,
+                               CKPT_KIND_MODEL};
+    for (size_t i = 0; i < 4; i++) {
+        ckpt_tensor_info ti;
+        assert_int_equal(ckpt_reader_tensor(r, i, &ti), CKPT_OK);
+        assert_int_equal(ti.kind, want[i]);
+    }
+    ckpt_reader_close(r);
+    assert_int_equal(ckpt_close(s), CKPT_OK);
+}
+
+static void test_st__import_into_existing_run_keeps_config_and_moves_head(void **state)
+{
+    (void)state;
+    const char *dir = tu_tmpdir();
+    ckpt_store *s = open_store(dir);
+    unsigned char *data[NSRC];
+    make_source(s, data);
+    const char *f = tu_path(dir, "x.safetensors");
+    assert_int_equal(ckpt_export_safetensors(s, "src", 3, f), CKPT_OK);
+    ckpt_checkpoint_info before, after;
+    assert_int_equal(ckpt_head(s, "src", &before), CKPT_OK);
+    int64_t id;
+    assert_int_equal(ckpt_import_safetensors(s, f, "src", 4, 400, &id), CKPT_OK);
+    assert_int_equal(ckpt_head(s, "src", &after), CKPT_OK);
+    assert_int_equal(after.id, id);
+    assert_int_equal(after.parent, before.id);
+    char *cfg;
+    assert_int_equal(ckpt_run_config(s, "src", &cfg), CKPT_OK);
+    assert_string_equal(cfg, SRC_CONFIG);
+    ckpt_free(cfg);
+    for (size_t i = 0; i < NSRC; i++)
+        free(data[i]);
+    assert_int_equal(ckpt_close(s), CKPT_OK);
+}
+
+/* Nothing may reach the store from a file that fails validation, including
+ * files the safetensors format allows but the writer would refuse. */
+static void test_st__bad_file_import_leaves_store_unchanged(void **state)
+{
+    (void)state;
+    const char *dir = tu_tmpdir();
+    ckpt_store *s = open_store(dir);
+    unsigned char *data[NSRC];
+    make_source(s, data);
+    ckpt_checkpoint_info before;
+    assert_int_equal(ckpt_head(s, "src", &before), CKPT_OK);
+
+    static const struct {
+        const char *json;
+        size_t pad, ndata;
+        long cut; /* bytes removed from the end of the file */
+        const char *frag;
+    } bad[] = {
+        {"{\"a\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[0,4]}", 0, 4, 0, "unexpected end"},
+        {"{\"a\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[0,4]},"
+         "\"b\":{\"dtype\":\"U8\",\"shape\":[2],\"data_offsets\":[2,4]}}",
+         0, 4, 0, "overlap"},
+        {"{\"a\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[0,4]}}", 64, 4, 1,
+         "beyond the end"},
+        {"{\"a\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[0,4]}}", 0, 4, 60, "header length"},
+        {"{\"a\\u0001\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[0,4]}}", 0, 4, 0,
+         "control character"},
+        {"{\"a\":{\"dtype\":\"U32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 0, 4, 0,
+         "unsupported dtype"},
+    };
+    unsigned char payload[8] = {9, 8, 7, 6, 5, 4, 3, 2};
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+        size_t size;
+        unsigned char *img = mkfile(bad[k].json, bad[k].pad, payload, bad[k].ndata, &size);
+        const char *f = tu_path(dir, "bad.safetensors");
+        assert_int_equal(tu_write_file(f, img, size - (size_t)bad[k].cut), 0);
+        free(img);
+        int64_t id = -5;
+        assert_int_equal(ckpt_import_safetensors(s, f, "new", 0, 0, &id), CKPT_EINVAL);
+        if (!strstr(ckpt_errmsg(), bad[k].frag) || !strstr(ckpt_errmsg(), f)) {
+            print_error("case %zu: %s\n", k, ckpt_errmsg());
+            fail();
+        }
+        assert_int_equal(id, -5);
+        ckpt_checkpoint_info ci;
+        assert_int_equal(ckpt_head(s, "new", &ci), CKPT_ENOTFOUND);
+        assert_int_equal(ckpt_import_safetensors(s, f, "src", 9, 9, NULL), CKPT_EINVAL);
+        assert_int_equal(ckpt_head(s, "src", &ci), CKPT_OK);
+        assert_int_equal(ci.id, before.id);
+        assert_int_equal(ckpt_checkpoint_find(s, "src", 9, &ci), CKPT_ENOTFOUND);
+    }
+    /* files that are not there or not files */
+    assert_int_equal(ckpt_import_safetensors(s, tu_path(dir, "missing"), "new", 0, 0, NULL),
+                     CKPT_ENOTFOUND);
+    assert_int_equal(ckpt_import_safetensors(s, dir, "new", 0, 0, NULL), CKPT_EINVAL);
+    const char *empty = tu_path(dir, "empty.safetensors");
+    assert_int_equal(tu_write_file(empty, "", 0), 0);
+    assert_int_equal(ckpt_import_safetensors(s, empty, "new", 0, 0, NULL), CKPT_EINVAL);
+    assert_non_null(strstr(ckpt_errmsg(), "too short"));
+    /* a bad epoch is refused before the run is created */
+    const char *good = tu_path(dir, "good.safetensors");
+    assert_int_equal(ckpt_export_safetensors(s, "src", CKPT_HEAD, good), CKPT_OK);
+    assert_int_equal(ckpt_import_safetensors(s, good, "new", -1, 0, NULL), CKPT_EINVAL);
+    ckpt_checkpoint_info ci;
+    assert_int_equal(ckpt_head(s, "new", &ci), CKPT_ENOTFOUND);
+    /* a bad run name is refused by run creation */
+    assert_int_equal(ckpt_import_safetensors(s, good, "a@b", 0, 0, NULL), CKPT_EINVAL);
+    for (size_t i = 0; i < NSRC; i++)
+        free(data[i]);
+    assert_int_equal(ckpt_close(s), CKPT_OK);
+}
+
+static void test_st__failed_export_keeps_the_old_file_and_no_temp(void **state)
+{
+    (void)state;
+    const char *dir = tu_tmpdir();
+    ckpt_store *s = open_store(dir);
+    unsigned char *data[NSRC];
+    make_source(s, data);
+    const char *sub = tu_path(dir, "out");
+    char cmd[700];
+    snprintf(cmd, sizeof cmd, "mkdir '%s'", sub);
+    assert_int_equal(system(cmd), 0);
+    const char *f = tu_path(sub, "m.safetensors");
+    assert_int_equal(tu_write_file(f, "old", 3), 0);
+
+    /* unknown run, unknown epoch */
+    assert_int_equal(ckpt_export_safetensors(s, "nope", CKPT_HEAD, f), CKPT_ENOTFOUND);
+    assert_non_null(strstr(ckpt_errmsg(), f));
+    assert_int_equal(ckpt_export_safetensors(s, "src", 99, f), CKPT_ENOTFOUND);
+    /* a directory that does not exist */
+    assert_int_equal(ckpt_export_safetensors(s, "src", 3, tu_path(dir, "no/such/x")), CKPT_EIO);
+    assert_non_null(strstr(ckpt_errmsg(), "no/such/x"));
+    /* the target is a directory: the rename fails after the data is written */
+    const char *d2 = tu_path(sub, "isdir");
+    snprintf(cmd, sizeof cmd, "mkdir '%s' && touch '%s/keep'", d2, d2);
+    assert_int_equal(system(cmd), 0);
+    assert_int_equal(ckpt_export_safetensors(s, "src", 3, d2), CKPT_EIO);
+    assert_non_null(strstr(ckpt_errmsg(), "renaming"));
+
+    size_t n;
+    char *old = tu_read_file(f, &n);
+    assert_non_null(old);
+    assert_int_equal(n, 3);
+    assert_memory_equal(old, "old", 3);
+    free(old);
+    assert_int_equal(count_dir_entries(sub, ""), 2); /* m.safetensors and isdir: no temp file */
+
+    /* and a successful export replaces it */
+    assert_int_equal(ckpt_export_safetensors(s, "src", 3, f), CKPT_OK);
+    unsigned char *img = tu_read_file(f, &n);
+    assert_non_null(img);
+    ckpt__st_header h;
+    assert_int_equal(ckpt__st_parse_file(img, n, f, &h), CKPT_OK);
+    ckpt__st_header_free(&h);
+    free(img);
+    assert_int_equal(count_dir_entries(sub, ""), 2);
+    for (size_t i = 0; i < NSRC; i++)
+        free(data[i]);
+    assert_int_equal(ckpt_close(s), CKPT_OK);
+}
+
 /* ------------------------------------------------------------ allocation failures */
 
 static long g_fail_at = -1, g_nalloc;
@@ -860,6 +1256,12 @@ int main(void)
         cmocka_unit_test(test_st__writer_output_parses_back_identically),
         cmocka_unit_test(test_st__writer_rejects_what_it_cannot_encode),
         cmocka_unit_test(test_st__allocation_failures_are_clean),
+        cmocka_unit_test(test_st__export_import_export_roundtrips_everything),
+        cmocka_unit_test(test_st__import_of_handcrafted_file_creates_run),
+        cmocka_unit_test(test_st__import_kinds_come_from_metadata_when_valid),
+        cmocka_unit_test(test_st__import_into_existing_run_keeps_config_and_moves_head),
+        cmocka_unit_test(test_st__bad_file_import_leaves_store_unchanged),
+        cmocka_unit_test(test_st__failed_export_keeps_the_old_file_and_no_temp),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
