@@ -68,40 +68,66 @@ static int buf_addc(cfg_buf *b, char c)
     return buf_add(b, &c, 1);
 }
 
+/* Length of the character at s[i] if it is one that must never appear raw in
+ * a key, a message or a LIST value (0 otherwise), its code point in *cp:
+ * C0 and C1 controls and DEL, which libyaml refuses as raw input, the YAML
+ * line breaks NEL, LS and PS, which a quoted scalar folds into spaces, and
+ * the BOM and noncharacters U+FFFE/U+FFFF. libyaml hands out valid UTF-8. */
+static size_t special_at(const char *s, size_t n, size_t i, unsigned *cp)
+{
+    const unsigned char *u = (const unsigned char *)s + i;
+    size_t left = n - i;
+    if (u[0] < 0x20 || u[0] == 0x7f) {
+        *cp = u[0];
+        return 1;
+    }
+    if (u[0] == 0xC2 && left >= 2 && u[1] >= 0x80 && u[1] <= 0x9F) {
+        *cp = u[1];
+        return 2;
+    }
+    if (left >= 3 && ((u[0] == 0xE2 && u[1] == 0x80 && (u[2] == 0xA8 || u[2] == 0xA9)) ||
+                      (u[0] == 0xEF && u[1] == 0xBB && u[2] == 0xBF) ||
+                      (u[0] == 0xEF && u[1] == 0xBF && (u[2] == 0xBE || u[2] == 0xBF)))) {
+        *cp = ((unsigned)(u[0] & 0x0F) << 12) | ((unsigned)(u[1] & 0x3F) << 6) | (u[2] & 0x3F);
+        return 3;
+    }
+    return 0;
+}
+
 /* JSON string syntax is also YAML double-quoted syntax, so a LIST value
- * reads back with either parser. */
+ * reads back with either parser to the same strings. */
 static int buf_add_json_string(cfg_buf *b, const char *s, size_t n)
 {
-    static const char hex[] = "0123456789abcdef";
     if (buf_addc(b, '"'))
         return CKPT_ENOMEM;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        char esc[6] = {'\\', 0, 0, 0, 0, 0};
-        size_t elen = 2;
-        switch (c) {
-        case '"': esc[1] = '"'; break;
-        case '\\': esc[1] = '\\'; break;
-        case '\b': esc[1] = 'b'; break;
-        case '\f': esc[1] = 'f'; break;
-        case '\n': esc[1] = 'n'; break;
-        case '\r': esc[1] = 'r'; break;
-        case '\t': esc[1] = 't'; break;
-        default:
-            if (c < 0x20 || c == 0x7f) {
-                esc[1] = 'u';
-                esc[2] = '0';
-                esc[3] = '0';
-                esc[4] = hex[c >> 4];
-                esc[5] = hex[c & 15];
-                elen = 6;
-            } else {
-                esc[0] = (char)c;
-                elen = 1;
-            }
+    for (size_t i = 0; i < n;) {
+        unsigned cp;
+        size_t sl = special_at(s, n, i, &cp);
+        char esc[8];
+        size_t elen;
+        const char *shortcut = NULL;
+        switch (sl ? cp : (unsigned char)s[i]) {
+        case '"': shortcut = "\\\""; break;
+        case '\\': shortcut = "\\\\"; break;
+        case '\b': shortcut = "\\b"; break;
+        case '\f': shortcut = "\\f"; break;
+        case '\n': shortcut = "\\n"; break;
+        case '\r': shortcut = "\\r"; break;
+        case '\t': shortcut = "\\t"; break;
+        default: break;
+        }
+        if (shortcut) {
+            elen = 2;
+            memcpy(esc, shortcut, 2);
+        } else if (sl) {
+            elen = (size_t)snprintf(esc, sizeof esc, "\\u%04x", cp);
+        } else {
+            esc[0] = s[i];
+            elen = 1;
         }
         if (buf_add(b, esc, elen))
             return CKPT_ENOMEM;
+        i += sl ? sl : 1;
     }
     return buf_addc(b, '"');
 }
@@ -109,7 +135,8 @@ static int buf_add_json_string(cfg_buf *b, const char *s, size_t n)
 /* ---------------------------------------------------------------- messages */
 
 /* 'text' for a message: at most SHOW_MAX bytes (cut on a UTF-8 boundary,
- * then "..."), control bytes as \xNN so a hostile key cannot forge lines. */
+ * then "..."), special characters as \xNN or \uNNNN so a hostile key cannot
+ * forge lines or terminal escapes. */
 static const char *show(char *dst, size_t cap, const char *s, size_t n)
 {
     size_t o = 0, limit = n;
@@ -121,12 +148,15 @@ static const char *show(char *dst, size_t cap, const char *s, size_t n)
         cut = 1;
     }
     dst[o++] = '\'';
-    for (size_t i = 0; i < limit && o + 8 < cap; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c < 0x20 || c == 0x7f)
-            o += (size_t)snprintf(dst + o, cap - o, "\\x%02x", c);
-        else
-            dst[o++] = (char)c;
+    for (size_t i = 0; i < limit && o + 8 < cap;) {
+        unsigned cp;
+        size_t sl = special_at(s, limit, i, &cp);
+        if (sl) {
+            o += (size_t)snprintf(dst + o, cap - o, cp < 0x80 ? "\\x%02x" : "\\u%04x", cp);
+            i += sl;
+        } else {
+            dst[o++] = s[i++];
+        }
     }
     dst[o++] = '\'';
     if (cut && o + 4 < cap) {
@@ -647,10 +677,10 @@ static int on_key(cfg_state *st, const yaml_event_t *ev, cfg_frame *p)
     if (n == 0)
         return cfg_fail(m, "empty key%s%s", *in ? " " : " at the top level", in);
     for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)k[i];
-        if (c < 0x20 || c == 0x7f)
-            return cfg_fail(m, "key %s %s contains a control character (\\x%02x)",
-                            show(st->show_buf, sizeof st->show_buf, k, n), at(st), c);
+        unsigned cp;
+        if (special_at(k, n, i, &cp))
+            return cfg_fail(m, "key %s %s contains a control or line-break character (U+%04X)",
+                            show(st->show_buf, sizeof st->show_buf, k, n), at(st), cp);
     }
     if (memchr(k, '.', n))
         return cfg_fail(m,

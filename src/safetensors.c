@@ -526,6 +526,11 @@ static int parse_array(jparser *p, size_t *out)
     } else {
         for (;;) {
             size_t v;
+            if (p->nstack - base == CKPT__ST_MAX_ARRAY) {
+                char m[64];
+                snprintf(m, sizeof m, "array of more than %d items", CKPT__ST_MAX_ARRAY);
+                return jerr(p, start, m);
+            }
             if ((rc = parse_value(p, &v)) || (rc = push(p, v)))
                 return rc;
             skip_ws(p);

@@ -15,6 +15,10 @@
 #define CKPT__ST_MAX_HEADER ((uint64_t)100 << 20)
 /* Deepest nesting of JSON arrays/objects accepted in a header. */
 #define CKPT__ST_MAX_DEPTH 16
+/* Longest JSON array accepted: a header's only arrays are shapes (at most
+ * CKPT_MAX_DIMS) and data_offsets (2); the cap bounds the memory a hostile
+ * header of compact numbers could make the parser allocate. */
+#define CKPT__ST_MAX_ARRAY 64
 
 typedef struct ckpt__st_tensor {
     char *name;                   /* NUL-terminated UTF-8, non-empty */

@@ -7,7 +7,9 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "testutil.h"
 
@@ -422,6 +424,20 @@ static void test_st__nesting_deeper_than_16_is_rejected(void **state)
     big[5 + deep] = 0;
     expect_bad(big, 0, "nested deeper", NULL);
     free(big);
+}
+
+static void test_st__arrays_longer_than_64_items_are_rejected(void **state)
+{
+    (void)state;
+    char json[512];
+    size_t n = (size_t)snprintf(json, sizeof json, "{\"a\":[0");
+    for (int k = 1; k < 65; k++)
+        n += (size_t)snprintf(json + n, sizeof json - n, ",0");
+    snprintf(json + n, sizeof json - n, "]}");
+    expect_bad(json, 0, "array of more than 64 items", "file offset 13");
+    /* 64 is fine as JSON (the schema then says what is wrong) */
+    memcpy(strstr(json, ",0]}"), "]}", 3);
+    expect_bad(json, 0, "entry is an array", NULL);
 }
 
 static void test_st__invalid_utf8_is_rejected(void **state)
@@ -1135,6 +1151,19 @@ static void test_st__failed_export_keeps_the_old_file_and_no_temp(void **state)
     assert_int_equal(system(cmd), 0);
     assert_int_equal(ckpt_export_safetensors(s, "src", 3, d2), CKPT_EIO);
     assert_non_null(strstr(ckpt_errmsg(), "renaming"));
+    /* a write fails half way (file size limit: EFBIG, the way ENOSPC would) */
+    struct rlimit old_lim, lim;
+    assert_int_equal(getrlimit(RLIMIT_FSIZE, &old_lim), 0);
+    lim = old_lim;
+    lim.rlim_cur = 1 << 20;
+    void (*old_sig)(int) = signal(SIGXFSZ, SIG_IGN);
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+    int rc = ckpt_export_safetensors(s, "src", 3, f);
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &old_lim), 0);
+    signal(SIGXFSZ, old_sig);
+    assert_int_equal(rc, CKPT_EIO);
+    assert_non_null(strstr(ckpt_errmsg(), "writing"));
+    assert_non_null(strstr(ckpt_errmsg(), ".tmp."));
 
     size_t n;
     char *old = tu_read_file(f, &n);
@@ -1238,6 +1267,7 @@ int main(void)
         cmocka_unit_test(test_st__duplicate_keys_are_rejected),
         cmocka_unit_test(test_st__many_keys_duplicate_found_in_large_object),
         cmocka_unit_test(test_st__nesting_deeper_than_16_is_rejected),
+        cmocka_unit_test(test_st__arrays_longer_than_64_items_are_rejected),
         cmocka_unit_test(test_st__invalid_utf8_is_rejected),
         cmocka_unit_test(test_st__bad_unicode_escapes_are_rejected),
         cmocka_unit_test(test_st__unknown_and_unsupported_dtypes_are_rejected),

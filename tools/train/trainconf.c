@@ -98,13 +98,23 @@ static int bad(const parse_ctx *p, const char *key, const char *fmt, const char 
     return 1;
 }
 
+/* Integer text as YAML 1.2's core schema writes it: decimal with an
+ * optional sign, 0x hexadecimal or 0o octal. */
 static int parse_i64_text(const char *s, int64_t *out)
 {
-    char *end;
-    if (*s == '\0' || isspace((unsigned char)*s))
+    int base = 10;
+    const char *digits = s;
+    if (s[0] == '0' && (s[1] == 'x' || s[1] == 'o')) {
+        base = s[1] == 'x' ? 16 : 8;
+        digits = s + 2;
+    }
+    /* strtoll would skip leading blanks and accept a sign after 0x. */
+    if (*digits == '\0' || isspace((unsigned char)*digits) ||
+        (base != 10 && (*digits == '-' || *digits == '+')))
         return -1;
+    char *end;
     errno = 0;
-    long long v = strtoll(s, &end, 10);
+    long long v = strtoll(digits, &end, base);
     if (errno != 0 || *end != '\0')
         return -1;
     *out = v;
