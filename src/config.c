@@ -167,17 +167,21 @@ static const char *show(char *dst, size_t cap, const char *s, size_t n)
     return dst;
 }
 
+/* 'pre' + text, e.g. '&anchor' or '!!tag', quoted like show(). */
+static const char *show_pre(char *dst, size_t cap, const char *pre, const char *s, size_t n)
+{
+    char tmp[SHOW_MAX * 4 + 16];
+    show(tmp, sizeof tmp, s, n);
+    snprintf(dst, cap, "'%s%s", pre, tmp + 1); /* tmp + 1: after its opening quote */
+    return dst;
+}
+
 /* "!!name" for the standard prefix, the resolved tag otherwise. */
 static const char *show_tag(char *dst, size_t cap, const char *tag)
 {
     size_t plen = sizeof YAML_TAG_PREFIX - 1;
-    if (strncmp(tag, YAML_TAG_PREFIX, plen) == 0) {
-        char tmp[SHOW_MAX * 4 + 16];
-        show(tmp, sizeof tmp, tag + plen, strlen(tag + plen));
-        /* tmp is quoted: move the opening quote in front of "!!" */
-        snprintf(dst, cap, "'!!%s", tmp + 1);
-        return dst;
-    }
+    if (strncmp(tag, YAML_TAG_PREFIX, plen) == 0)
+        return show_pre(dst, cap, "!!", tag + plen, strlen(tag + plen));
     return show(dst, cap, tag, strlen(tag));
 }
 
@@ -617,8 +621,8 @@ static int check_anchor(cfg_state *st, const yaml_mark_t *m, const yaml_char_t *
     if (!anchor)
         return CKPT_OK;
     const char *a = (const char *)anchor;
-    return cfg_fail(m, "anchor &%s %s: anchors and aliases are not allowed in a config",
-                    show(st->show_buf, sizeof st->show_buf, a, strlen(a)), at(st));
+    return cfg_fail(m, "anchor %s %s: anchors and aliases are not allowed in a config",
+                    show_pre(st->show_buf, sizeof st->show_buf, "&", a, strlen(a)), at(st));
 }
 
 /* The type of a scalar from its tag, style and text (not range-checked). */
@@ -849,8 +853,8 @@ static int on_event(cfg_state *st, const yaml_event_t *ev)
         if (rc)
             return rc;
         const char *a = (const char *)ev->data.alias.anchor;
-        return cfg_fail(m, "alias *%s %s: anchors and aliases are not allowed in a config",
-                        show(st->show_buf, sizeof st->show_buf, a, strlen(a)), at(st));
+        return cfg_fail(m, "alias %s %s: anchors and aliases are not allowed in a config",
+                        show_pre(st->show_buf, sizeof st->show_buf, "*", a, strlen(a)), at(st));
     }
     case YAML_SCALAR_EVENT:
         return on_scalar(st, ev);

@@ -26,8 +26,9 @@
  *   must be a mapping.
  * - Rejected: anchors and aliases (no alias is ever expanded), nesting deeper
  *   than CKPT__CONFIG_MAX_DEPTH, duplicate keys, keys that are mappings or
- *   sequences, empty keys, keys containing '.' or a control character (no
- *   escaping: a '.' in a flattened key always separates levels), a NUL in any
+ *   sequences, empty keys, keys containing '.' (no escaping: a '.' in a
+ *   flattened key always separates levels) or a control or line-break
+ *   character (C0, DEL, C1, U+2028, U+2029, BOM, U+FFFE/U+FFFF), a NUL in any
  *   key or value (e.g. from a "\0" escape), invalid UTF-8 and other control
  *   characters (the input must be UTF-8; a UTF-16 stream is rejected), more
  *   than CKPT__CONFIG_MAX_PARAMS parameters, key paths longer than
@@ -49,8 +50,10 @@
  *   "null", strings as parsed.
  * - A sequence of scalars only is one CKPT_PARAM_T_LIST parameter: items in
  *   document order, written as above except strings, which are JSON-quoted
- *   ("\"relu\"", control characters as \n, \t, \u00XX, ...), joined by ", "
- *   inside "[" "]". An empty sequence gives "[]". A sequence holding any
+ *   ("\"relu\""; the characters listed for keys as \n, \t, \u0085, ...),
+ *   joined by ", " inside "[" "]", so the value reads back to the same list
+ *   as JSON (numbers permitting) or YAML. An empty sequence gives "[]". A
+ *   sequence holding any
  *   mapping or sequence gives every item an index component ("layers.0.width",
  *   "mixed.1" for a scalar item), emitted in document order.
  * - An empty mapping gives no parameter (it has no leaf to flatten); the

@@ -79,7 +79,7 @@ int ckpt__st_check_sizes(uint64_t file_size, uint64_t header_len, const char *fn
 
 int ckpt__st_parse_file(const void *buf, size_t size, const char *fname, ckpt__st_header *out)
 {
-    uint64_t data_size;
+    uint64_t data_size = 0;
     memset(out, 0, sizeof *out);
     if (!fname)
         fname = "safetensors file";
@@ -713,7 +713,7 @@ static int parse_tensor(schema *sc, size_t obj, uint64_t data_size, ckpt__st_ten
         return terr(sc, on->pos, m);
     }
 
-    size_t esize;
+    size_t esize = 0;
     int rc = parse_dtype(sc, f_dtype, &t->dtype, &esize);
     if (rc)
         return rc;

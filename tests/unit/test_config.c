@@ -275,6 +275,14 @@ static void test_config__scalar_sequence_becomes_one_list_param(void **state)
     check_param(&c, 1, "s", "[1024, 1024]", CKPT_PARAM_T_LIST);
     check_param(&c, 2, "e", "[]", CKPT_PARAM_T_LIST);
 
+    /* YAML line breaks and characters libyaml refuses raw are escaped */
+    check_single("l: [\"a\\Nb\\Lc\\Pd\\x7f\\x80\\uFEFF\\uFFFE\\u00e9\"]\n", "l",
+                 "[\"a\\u0085b\\u2028c\\u2029d\\u007f\\u0080\\ufeff\\ufffe\xc3\xa9\"]",
+                 CKPT_PARAM_T_LIST);
+    check_single("l: [\"a\\u0085b\\u2028c\\u2029d\\u007f\\u0080\\ufeff\\ufffe\xc3\xa9\"]\n", "l",
+                 "[\"a\\u0085b\\u2028c\\u2029d\\u007f\\u0080\\ufeff\\ufffe\xc3\xa9\"]",
+                 CKPT_PARAM_T_LIST);
+
     /* the list text is itself YAML (flow) and reads back to the same list */
     char *again = malloc(strlen(want) + 8);
     assert_non_null(again);
@@ -372,12 +380,12 @@ static void test_config__rejects_document_over_1mib_before_parsing(void **state)
 
 static void test_config__rejects_anchors_and_aliases(void **state)
 {
-    REJECT("base: &b {lr: 1}\nother: *b\n", "config line 1, column 7:", "&'b'", "'base'",
+    REJECT("base: &b {lr: 1}\nother: *b\n", "config line 1, column 7:", "'&b'", "'base'",
            "anchors and aliases are not allowed");
-    REJECT("a: 1\nb: *nowhere\n", "config line 2, column 4:", "*'nowhere'", "'b'");
-    REJECT("a: &x 1\n", "line 1", "&'x'", "'a'");
-    REJECT("&k a: 1\n", "line 1", "&'k'");
-    REJECT("&top {a: 1}\n", "line 1", "&'top'", "top level");
+    REJECT("a: 1\nb: *nowhere\n", "config line 2, column 4:", "'*nowhere'", "'b'");
+    REJECT("a: &x 1\n", "line 1", "'&x'", "'a'");
+    REJECT("&k a: 1\n", "line 1", "'&k'");
+    REJECT("&top {a: 1}\n", "line 1", "'&top'", "top level");
     REJECT("model:\n  layers:\n    - {a: 1}\n    - &x [1]\n", "config line 4, column 7:",
            "'model.layers.1'");
     REJECT("l: [1, *x]\n", "line 1", "'l.1'");
@@ -490,7 +498,10 @@ static void test_config__rejects_collection_empty_and_dotted_keys(void **state)
     REJECT("\"\": 1\n", "config line 1, column 1:", "empty key at the top level");
     REJECT("a: 1\n?\n: 2\n", "config line 2, column 2:", "empty key at the top level");
     REJECT("model:\n  a.b: 1\n", "config line 2, column 3:", "key 'a.b' at 'model'", "'.'");
-    REJECT("\"a\\tb\": 1\n", "line 1", "control character", "'a\\x09b'");
+    REJECT("\"a\\tb\": 1\n", "line 1", "control or line-break character (U+0009)", "'a\\x09b'");
+    REJECT("\"a\\Nb\": 1\n", "line 1", "(U+0085)", "'a\\u0085b'");
+    REJECT("\"a\\x9bb\": 1\n", "line 1", "(U+009B)", "'a\\u009bb'");
+    REJECT("\"a\\Lb\": 1\n", "line 1", "(U+2028)");
     REJECT("\"a\\0b\": 1\n", "line 1", "key", "NUL");
 }
 

@@ -1,4 +1,5 @@
 /* cmd_log.c - `ckpt log RUN`: the lineage tree; rollbacks make branches. */
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -41,10 +42,15 @@ static void walk(size_t i, const char *prefix, int json)
         print_node(n, prefix, json);
         if (!n->nkids)
             return;
-        size_t main = n->kids[n->nkids - 1];
+        /* The child on the head's line continues this column; on an
+         * abandoned line the newest child does. Every other child is
+         * drawn as an indented side branch. */
+        size_t main = SIZE_MAX;
         for (size_t k = 0; k < n->nkids; k++)
             if (nodes[n->kids[k]].on_line)
                 main = n->kids[k];
+        if (main == SIZE_MAX && !n->on_line)
+            main = n->kids[n->nkids - 1];
         for (size_t k = 0; k < n->nkids; k++) {
             if (n->kids[k] == main)
                 continue;
@@ -55,10 +61,12 @@ static void walk(size_t i, const char *prefix, int json)
             if (!json)
                 printf("%s|\\\n", prefix);
             walk(n->kids[k], sub, json);
-            if (!json)
+            if (!json && (main != SIZE_MAX || k + 1 < n->nkids))
                 printf("%s|\n", prefix);
             free(sub);
         }
+        if (main == SIZE_MAX)
+            return;
         i = main;
     }
 }

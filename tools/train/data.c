@@ -37,6 +37,19 @@ static int idx_open(idx_file *f, const char *dir, const char *prefix, const char
     return 0;
 }
 
+/* zlib's message for the last error, without the "path: " it prefixes,
+ * since every message here already starts with the path. */
+static const char *gz_message(idx_file *f, int *zerr)
+{
+    const char *msg = gzerror(f->gz, zerr);
+    size_t plen = strlen(f->path);
+    if (*zerr == Z_ERRNO)
+        return strerror(errno);
+    if (strncmp(msg, f->path, plen) == 0 && msg[plen] == ':' && msg[plen + 1] == ' ')
+        return msg + plen + 2;
+    return msg;
+}
+
 /* Reads exactly len bytes; `what` names the part being read for messages. */
 static int idx_read(idx_file *f, void *buf, size_t len, const char *what)
 {
@@ -46,14 +59,13 @@ static int idx_read(idx_file *f, void *buf, size_t len, const char *what)
         int got = gzread(f->gz, p, chunk);
         if (got < 0) {
             int zerr = 0;
-            const char *msg = gzerror(f->gz, &zerr);
-            fprintf(stderr, "ckpt-train: %s: cannot read %s: %s\n", f->path, what,
-                    zerr == Z_ERRNO ? strerror(errno) : msg);
+            const char *msg = gz_message(f, &zerr);
+            fprintf(stderr, "ckpt-train: %s: cannot read %s: %s\n", f->path, what, msg);
             return -1;
         }
         if (got == 0) {
             int zerr = 0;
-            const char *msg = gzerror(f->gz, &zerr);
+            const char *msg = gz_message(f, &zerr);
             if (zerr != Z_OK && zerr != Z_BUF_ERROR)
                 fprintf(stderr, "ckpt-train: %s: cannot read %s: %s\n", f->path, what, msg);
             else
@@ -107,9 +119,7 @@ static int idx_expect_end(idx_file *f, int drained)
     int got = gzread(f->gz, &extra, 1);
     if (got < 0) {
         int zerr = 0;
-        const char *msg = gzerror(f->gz, &zerr);
-        fprintf(stderr, "ckpt-train: %s: %s\n", f->path,
-                zerr == Z_ERRNO ? strerror(errno) : msg);
+        fprintf(stderr, "ckpt-train: %s: %s\n", f->path, gz_message(f, &zerr));
         return -1;
     }
     if (got > 0) {
@@ -117,7 +127,7 @@ static int idx_expect_end(idx_file *f, int drained)
         return -1;
     }
     int zerr = 0;
-    const char *msg = gzerror(f->gz, &zerr);
+    const char *msg = gz_message(f, &zerr);
     if (zerr != Z_OK && zerr != Z_BUF_ERROR) {
         fprintf(stderr, "ckpt-train: %s: %s\n", f->path, msg);
         return -1;
