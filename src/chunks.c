@@ -127,7 +127,7 @@ static int check_hash(const ckpt__chunk_meta *m, const void *data)
                          m->raw_len);
     ckpt__hash_chunk(data, m->raw_len, leaves, h);
     if (memcmp(h, m->hash, 16) != 0)
-        return ckpt__err(CKPT_ECORRUPT, "chunk %lld: content does not match its hash",
+        return ckpt__err(CKPT_ECORRUPT, "chunk %lld is corrupt: content does not match its hash",
                          (long long)m->id);
     return CKPT_OK;
 }
@@ -148,6 +148,8 @@ static int read_plain(ckpt_store *s, ckpt__chunk_io *io, const ckpt__chunk_meta 
         return rc;
     rc = ckpt__codec_decode(io->codec, m->codec, io->payload, m->stored_len, base, base_len, dst,
                             m->raw_len);
+    if (rc == CKPT_ECORRUPT)
+        return ckpt__err_prefix(rc, "chunk %lld is corrupt", (long long)m->id);
     if (rc)
         return ckpt__err_prefix(rc, "chunk %lld", (long long)m->id);
     return CKPT_OK;

@@ -3,7 +3,9 @@
  * against a base chunk, zstd on the planes a sample shows to be compressible,
  * and a strict decoder for the resulting self-describing payload.
  */
-#define ZSTD_STATIC_LINKING_ONLY /* ZSTD_customMem, ZSTD_c_literalCompressionMode */
+/* For ZSTD_customMem, ZSTD_initStaticCCtx, ZSTD_estimateCCtxSize and
+ * ZSTD_c_literalCompressionMode: exported by libzstd.so all the same. */
+#define ZSTD_STATIC_LINKING_ONLY
 #include "codec.h"
 
 #include <stdint.h>
@@ -53,9 +55,14 @@ enum { CH_RAW = 0, CH_ENTROPY = 1, CH_LZ = 2, CH_LEVEL = 3 };
 #define DELTA_MARGIN_SHIFT 5
 
 struct ckpt__codec_ctx {
-    ZSTD_CCtx *cctx;
+    /* Level-1 settings run on a static context in a workspace sized once
+     * for any input: a dynamic one regrows after zstd shrinks it (it does
+     * after 128 small inputs in a row, e.g. a run of bias tensors). */
+    ZSTD_CCtx *cctx; /* static, in cws; NULL if the allocator's alignment won't do */
+    void *cws;
+    ZSTD_CCtx *cctx_hi; /* dynamic: levels 2..19, made on first use */
     ZSTD_DCtx *dctx;
-    int params;     /* parameter set applied to cctx (see set_params), -1 none */
+    int params, params_hi; /* parameter set applied to each (see set_params), -1 none */
     uint8_t *buf;   /* encode: one compressed plane; decode: the zstd planes */
     size_t buf_cap;
     uint8_t *sample; /* sample planes: 2 variants x 8 planes x SAMPLE_ELEMS */
@@ -390,32 +397,45 @@ static void merge_elems(size_t es, uint8_t *dst, const uint8_t *base, size_t bas
 
 /* ---------------------------------------------------------------- zstd */
 
-/* Applies parameter set ch (CH_ENTROPY, CH_LZ, CH_LEVEL with level) to the
- * compression context, unless it is already in place. */
-static int set_params(ckpt__codec_ctx *c, int ch, int level)
+/* Applies parameter set ch (CH_ENTROPY, CH_LZ, CH_LEVEL with level) to z,
+ * unless *cur says it is already in place. */
+static int set_params(ZSTD_CCtx *z, int *cur, int ch, int level)
 {
     int key = ch == CH_LEVEL ? 100 + level : ch;
     size_t r;
-    if (c->params == key)
+    if (*cur == key)
         return CKPT_OK;
-    c->params = -1;
-    r = ZSTD_CCtx_reset(c->cctx, ZSTD_reset_session_and_parameters);
+    *cur = -1;
+    /* Resets the session too: a compression that ran out of room leaves
+     * one open, and parameters alone cannot be reset then. */
+    r = ZSTD_CCtx_reset(z, ZSTD_reset_session_and_parameters);
     if (!ZSTD_isError(r))
-        r = ZSTD_CCtx_setParameter(c->cctx, ZSTD_c_compressionLevel, ch == CH_LEVEL ? level : 1);
+        r = ZSTD_CCtx_setParameter(z, ZSTD_c_compressionLevel, ch == CH_LEVEL ? level : 1);
     if (!ZSTD_isError(r) && ch == CH_ENTROPY) {
         /* Without forced literal compression, zstd stores literals raw
          * when targetLength > 0 under ZSTD_fast; a libzstd that refuses it gets
          * plain level 1 rather than no compression. */
-        if (!ZSTD_isError(ZSTD_CCtx_setParameter(c->cctx, ZSTD_c_literalCompressionMode,
+        if (!ZSTD_isError(ZSTD_CCtx_setParameter(z, ZSTD_c_literalCompressionMode,
                                                  ZSTD_ps_enable))) {
-            r = ZSTD_CCtx_setParameter(c->cctx, ZSTD_c_strategy, ZSTD_fast);
+            r = ZSTD_CCtx_setParameter(z, ZSTD_c_strategy, ZSTD_fast);
             if (!ZSTD_isError(r))
-                r = ZSTD_CCtx_setParameter(c->cctx, ZSTD_c_targetLength, ENTROPY_TARGET_LENGTH);
+                r = ZSTD_CCtx_setParameter(z, ZSTD_c_targetLength, ENTROPY_TARGET_LENGTH);
         }
     }
     if (ZSTD_isError(r))
         return ckpt__err(CKPT_ERROR, "codec: setting zstd parameters: %s", ZSTD_getErrorName(r));
-    c->params = key;
+    *cur = key;
+    return CKPT_OK;
+}
+
+static int hi_ctx(ckpt__codec_ctx *c)
+{
+    if (!c->cctx_hi) {
+        c->cctx_hi = ZSTD_createCCtx_advanced(zmem);
+        if (!c->cctx_hi)
+            return ckpt__err(CKPT_ENOMEM, "codec: out of memory for a zstd context");
+        c->params_hi = -1;
+    }
     return CKPT_OK;
 }
 
@@ -424,15 +444,26 @@ static int set_params(ckpt__codec_ctx *c, int ch, int level)
 static int zcompress(ckpt__codec_ctx *c, int ch, int level, void *dst, size_t cap,
                      const void *src, size_t len, size_t *out)
 {
+    int use_static = ch != CH_LEVEL && c->cctx;
     size_t r;
-    int rc = set_params(c, ch, level);
+    int rc;
     *out = 0;
-    if (rc)
-        return rc;
-    r = ZSTD_compress2(c->cctx, dst, cap, src, len);
-    if (ZSTD_isError(r)) {
+    for (;;) {
+        if (!use_static && (rc = hi_ctx(c)) != CKPT_OK)
+            return rc;
+        rc = use_static ? set_params(c->cctx, &c->params, ch, level)
+                        : set_params(c->cctx_hi, &c->params_hi, ch, level);
+        if (rc)
+            return rc;
+        r = ZSTD_compress2(use_static ? c->cctx : c->cctx_hi, dst, cap, src, len);
+        if (!ZSTD_isError(r))
+            break;
         if (ZSTD_getErrorCode(r) == ZSTD_error_dstSize_tooSmall)
             return CKPT_OK;
+        if (ZSTD_getErrorCode(r) == ZSTD_error_memory_allocation && use_static) {
+            use_static = 0; /* workspace estimate too small: should not happen */
+            continue;
+        }
         if (ZSTD_getErrorCode(r) == ZSTD_error_memory_allocation)
             return ckpt__err(CKPT_ENOMEM, "codec: zstd ran out of memory compressing %zu bytes",
                              len);
@@ -452,12 +483,24 @@ int ckpt__codec_ctx_new(ckpt__codec_ctx **out)
     c = ckpt__calloc(1, sizeof *c);
     if (!c)
         return ckpt__err(CKPT_ENOMEM, "codec: out of memory for a codec context");
-    c->params = -1;
-    c->cctx = ZSTD_createCCtx_advanced(zmem);
+    c->params = c->params_hi = -1;
+    {
+        /* Level 1's largest workspace: about 570 KiB. */
+        size_t ws = ZSTD_estimateCCtxSize(1);
+        c->cws = ckpt__malloc(ws);
+        if (c->cws) {
+            c->cctx = ZSTD_initStaticCCtx(c->cws, ws);
+            if (!c->cctx) {
+                ckpt__free(c->cws);
+                c->cws = NULL;
+                c->cctx_hi = ZSTD_createCCtx_advanced(zmem);
+            }
+        }
+    }
     c->dctx = ZSTD_createDCtx_advanced(zmem);
     c->sample = ckpt__malloc((size_t)2 * 8 * SAMPLE_ELEMS);
     c->probe = ckpt__malloc(SAMPLE_ELEMS);
-    if (!c->cctx || !c->dctx || !c->sample || !c->probe) {
+    if (!(c->cctx || c->cctx_hi) || !c->dctx || !c->sample || !c->probe) {
         ckpt__codec_ctx_free(c);
         return ckpt__err(CKPT_ENOMEM, "codec: out of memory for a codec context");
     }
@@ -469,7 +512,8 @@ void ckpt__codec_ctx_free(ckpt__codec_ctx *c)
 {
     if (!c)
         return;
-    ZSTD_freeCCtx(c->cctx);
+    ZSTD_freeCCtx(c->cctx_hi); /* the static one lives in cws */
+    ckpt__free(c->cws);
     ZSTD_freeDCtx(c->dctx);
     ckpt__free(c->buf);
     ckpt__free(c->sample);

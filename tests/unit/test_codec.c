@@ -413,9 +413,9 @@ static void test_codec__delta_base_shorter_or_longer_than_chunk(void **state)
 {
     ckpt__codec_ctx *c = *state;
     size_t count = 20000, n = count * 4;
-    float *a = trained_f32(count + 100, 11);
+    float *a = trained_f32(count + 1100, 11);
     uint8_t *src = (uint8_t *)a;
-    uint8_t *base = dup_exact(src, n + 400);
+    uint8_t *base = dup_exact(src, n + 4400);
     /* The base is the same chunk with a few weights nudged. */
     for (size_t i = 0; i < count; i += 97)
         base[i * 4] ^= 3;

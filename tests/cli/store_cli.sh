@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# store_cli.sh - the ckpt CLI on real stores: import/restore round trip with
+# an independent safetensors writer, malformed files refused with the store
+# unchanged, rollback and lineage, exit codes, --help and --json.
+set -u
+: "${CKPT:?}" "${CKPT_BIN_DIR:?}" "${CKPT_SRC_DIR:?}"
+T=$(mktemp -d "${CKPT_TEST_TMP:-/tmp}/cli.XXXXXX")
+PY="python3 $CKPT_SRC_DIR/tests/cli/make_safetensors.py"
+fails=0
+ok() { echo "ok   $*"; }
+bad() { echo "FAIL $*"; fails=$((fails + 1)); }
+# expect CODE CMD...: runs CMD, checks its exit code
+expect() {
+    local want=$1; shift
+    "$@" >"$T/out" 2>"$T/err"
+    local got=$?
+    if [ "$got" = "$want" ]; then ok "exit $got: $*"; else bad "exit $got (want $want): $* -- $(head -c 400 "$T/err")"; fi
+}
+db="$T/s.db"
+export CKPT_DB="$db"
+
+# Read-only commands on a missing store say so and create nothing.
+expect 1 "$CKPT" list
+grep -q "no ckpt store" "$T/err" && ok "missing store named" || bad "missing store message: $(cat "$T/err")"
+[ ! -e "$db" ] && ok "list did not create a store" || bad "list created $db"
+expect 0 "$CKPT" init
+expect 0 "$CKPT" init
+
+# Import an independent writer's file; export it back; tensors identical.
+$PY good "$T/in.safetensors"
+expect 0 "$CKPT" import "$T/in.safetensors" --run imp --epoch 1 --step 7
+expect 0 "$CKPT" show imp --json
+grep -q '"name": "encoder.weight", "kind": "model", "dtype": "f32", "shape": \[20, 30\], "nbytes": 2400' "$T/out" \
+    && ok "show --json shape" || bad "show --json: $(cat "$T/out")"
+expect 0 "$CKPT" restore imp@1 -o "$T/out.safetensors"
+$PY compare "$T/in.safetensors" "$T/out.safetensors" && ok "round trip identical" || bad "round trip differs"
+# Re-import the export: same content hashes.
+expect 0 "$CKPT" import "$T/out.safetensors" --run imp2 --epoch 1
+h1=$("$CKPT" show imp --json | grep -o '"hash": "[0-9a-f]*"' | sort)
+h2=$("$CKPT" show imp2 --json | grep -o '"hash": "[0-9a-f]*"' | sort)
+[ -n "$h1" ] && [ "$h1" = "$h2" ] && ok "re-import keeps hashes" || bad "hashes differ after re-import"
+
+# Malformed files: refused, clear message, store unchanged.
+mkdir "$T/bad"
+$PY bad "$T/bad"
+before=$(sqlite3 "$db" "SELECT count(*) FROM runs; SELECT count(*) FROM checkpoints; SELECT count(*) FROM tensors")
+cbefore=$(sqlite3 "$db-chunks" "SELECT count(*) FROM chunks")
+for f in "$T"/bad/*.safetensors; do
+    expect 1 "$CKPT" import "$f" --run "bad$(basename "$f" .safetensors)" --epoch 1
+    grep -q "$(basename "$f")" "$T/err" && ok "message names $(basename "$f"): $(head -c 160 "$T/err")" \
+        || bad "message lacks file name: $(cat "$T/err")"
+done
+after=$(sqlite3 "$db" "SELECT count(*) FROM runs; SELECT count(*) FROM checkpoints; SELECT count(*) FROM tensors")
+cafter=$(sqlite3 "$db-chunks" "SELECT count(*) FROM chunks")
+[ "$before" = "$after" ] && [ "$cbefore" = "$cafter" ] && ok "bad imports changed nothing" || bad "store changed by bad imports"
+
+# Three checkpoints and metrics from the example program; rollback; lineage.
+"$CKPT_BIN_DIR/ckpt-example" "$db" >/dev/null || bad "example program"
+expect 0 "$CKPT" list example
+[ "$(grep -c '^example ' "$T/out")" = 3 ] && ok "list shows 3 checkpoints" || bad "list: $(cat "$T/out")"
+expect 0 "$CKPT" restore example@1
+expect 0 "$CKPT" list example --json
+[ "$(grep -o '"abandoned": true' "$T/out" | wc -l)" = 2 ] && ok "two abandoned after rollback" || bad "abandoned: $(cat "$T/out")"
+expect 0 "$CKPT" log example
+grep -q "abandoned" "$T/out" && grep -q "<- head" "$T/out" && ok "log draws the branch" || bad "log: $(cat "$T/out")"
+expect 0 "$CKPT" metrics example --all
+grep -q abandoned "$T/out" && ok "metrics --all shows abandoned values" || bad "metrics --all: $(cat "$T/out")"
+expect 0 "$CKPT" runs --json
+grep -q '"run": "example", "status": "new"' "$T/out" && ok "runs --json" || bad "runs --json: $(cat "$T/out")"
+expect 0 "$CKPT" verify
+expect 0 "$CKPT" verify example@2
+
+# Usage errors exit 2; unknown objects exit 1 with a message naming them.
+expect 2 "$CKPT" bogus
+expect 2 "$CKPT" show
+expect 2 "$CKPT" show "r@x"
+expect 2 "$CKPT" show "r@-1"
+expect 2 "$CKPT" list --frobnicate
+expect 2 "$CKPT" import "$T/in.safetensors" --run x
+expect 2 "$CKPT" import "$T/in.safetensors" --run x --epoch 1e3
+expect 1 "$CKPT" show nosuchrun
+grep -q nosuchrun "$T/err" && ok "names the missing run" || bad "missing run message: $(cat "$T/err")"
+expect 1 "$CKPT" show example@42
+grep -q "epoch 42" "$T/err" && ok "names the missing epoch" || bad "missing epoch message: $(cat "$T/err")"
+for c in init runs list show restore import metrics verify log; do
+    expect 0 "$CKPT" "$c" --help
+done
+expect 0 "$CKPT" --help
+
+# Not a store: refused and untouched.
+echo "just text" > "$T/text.db"
+expect 1 "$CKPT" --db "$T/text.db" init
+[ "$(cat "$T/text.db")" = "just text" ] && [ ! -e "$T/text.db-chunks" ] && ok "text file untouched" || bad "text file changed"
+
+# Damage a chunk: verify names the tensor and exits 1; restore refuses.
+id=$(sqlite3 "$db-chunks" "SELECT id FROM chunks WHERE raw_len = 2400")
+sqlite3 "$db-chunks" "UPDATE chunks SET data = zeroblob(length(data)) WHERE id = $id" 2>/dev/null \
+  || python3 - "$db-chunks" "$id" <<'PY'
+import sqlite3, sys
+c = sqlite3.connect(sys.argv[1]); c.execute("UPDATE chunks SET data = zeroblob(length(data)) WHERE id = ?", (int(sys.argv[2]),)); c.commit()
+PY
+expect 1 "$CKPT" verify
+grep -q "tensor 'encoder.weight'" "$T/out" && ok "verify names the damaged tensor" || bad "verify output: $(cat "$T/out")"
+expect 1 "$CKPT" restore imp@1 -o "$T/damaged.safetensors"
+grep -qi "corrupt\|does not match" "$T/err" && ok "restore refuses damaged data" || bad "restore message: $(cat "$T/err")"
+[ ! -e "$T/damaged.safetensors" ] && ok "no partial export left" || bad "partial export file exists"
+
+rm -rf "$T"
+[ $fails = 0 ] && echo "all CLI checks passed" || echo "$fails CLI check(s) failed"
+exit $((fails > 0))
