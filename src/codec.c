@@ -565,31 +565,34 @@ static int probe(ckpt__codec_ctx *c, int level, size_t es, const uint8_t *src, s
             split_elems(es, src, p->delta ? base : NULL, base_n, e0, seg, sp, s * seg);
         }
     }
-    for (size_t k = 0; k < es; k++) {
-        size_t best = 0, alt = 0;
-        int ch = CH_ENTROPY, alt_ch = level == 1 ? CH_LZ : CH_LEVEL;
-        rc = zcompress(c, CH_ENTROPY, 1, c->probe, zcap(m), sp[k], m, &best);
-        if (rc)
-            return rc;
+    /* Mode by mode rather than plane by plane: switching zstd parameters
+     * makes the next compression clear its tables. */
+    {
+        size_t best[8] = {0};
+        int alt_ch = level == 1 ? CH_LZ : CH_LEVEL;
+        for (size_t k = 0; k < es; k++) {
+            rc = zcompress(c, CH_ENTROPY, 1, c->probe, zcap(m), sp[k], m, &best[k]);
+            if (rc)
+                return rc;
+            p->ch[k] = best[k] ? CH_ENTROPY : CH_RAW;
+        }
         /* Runs (sparse XOR deltas) and repeats (integer ranges) need LZ,
-         * which entropy coding alone misses (an i64 arange: 10x against 900x).
-         * At level 1, LZ must win by 10%: it is 2-3x slower on dense planes
-         * (float exponents) and no better there. Higher levels pay for ratio;
-         * even there entropy coding alone often wins on float planes. */
-        rc = zcompress(c, alt_ch, level, c->probe, zcap(m), sp[k], m, &alt);
-        if (rc)
-            return rc;
-        if (alt && (!best || (level == 1 ? alt * 10 < best * 9 : alt < best))) {
-            ch = alt_ch;
-            best = alt;
+         * which entropy coding alone misses (an i64 arange: 10x against
+         * 900x). At level 1, LZ must win by 10%: it is 2-3x slower on dense
+         * planes (float exponents) and no better there. Higher levels pay for
+         * ratio; even there entropy coding alone often wins on float planes. */
+        for (size_t k = 0; k < es; k++) {
+            size_t alt = 0;
+            rc = zcompress(c, alt_ch, level, c->probe, zcap(m), sp[k], m, &alt);
+            if (rc)
+                return rc;
+            if (alt && (!best[k] || (level == 1 ? alt * 10 < best[k] * 9 : alt < best[k]))) {
+                p->ch[k] = (uint8_t)alt_ch;
+                best[k] = alt;
+            }
         }
-        if (!best) {
-            p->ch[k] = CH_RAW;
-            p->est += ne;
-        } else {
-            p->ch[k] = (uint8_t)ch;
-            p->est += ((uint64_t)ne * best + m - 1) / m;
-        }
+        for (size_t k = 0; k < es; k++)
+            p->est += best[k] ? ((uint64_t)ne * best[k] + m - 1) / m : ne;
     }
     return CKPT_OK;
 }
@@ -726,8 +729,9 @@ static int decode_planes(ckpt__codec_ctx *c, int codec, const uint8_t *p, size_t
     uint32_t raw_len, blen;
 
     if (pn < HDR_FIXED)
-        return ckpt__err(CKPT_ECORRUPT, "%s payload of %zu bytes is shorter than its %d-byte header",
-                         name, pn, HDR_FIXED);
+        return ckpt__err(CKPT_ECORRUPT,
+                         "%s payload of %zu bytes is shorter than its %d-byte header", name, pn,
+                         HDR_FIXED);
     if (p[0] != FMT_VERSION)
         return ckpt__err(CKPT_ECORRUPT,
                          "%s payload: format version %u at byte 0 (this build reads version %d)",

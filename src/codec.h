@@ -39,13 +39,15 @@ size_t ckpt__codec_bound(size_t n);
  * base_n > 0; chosen only if clearly smaller than planes, since decoding it
  * needs the base), planes, raw. CKPT_CODEC_PLANES: planes, or raw if planes is
  * not smaller (base ignored). CKPT_CODEC_RAW: the bytes as they are.
- * level: zstd level 1..19; per plane, a compressed sample chooses between zstd
- * tuned for entropy coding only and zstd at that level (at level 1 the latter
- * must be 10% smaller, being slower); planes saving under 5% stay raw. elem_size: dtype width, 1, 2, 4 or 8. base: the
- * decoded bytes of the same tensor's chunk in the parent checkpoint, or NULL
- * (base_n must then be 0). cap must be >= ckpt__codec_bound(n), except for
- * CKPT_CODEC_RAW where n is enough. On success *out_codec is CKPT__CODEC_*,
- * *out_n the payload length (<= n). dst must not overlap src or base.
+ * level: zstd level 1..19; per plane, a compressed sample chooses between
+ * zstd tuned for entropy coding only and zstd at that level (at level 1 the
+ * latter must be 10% smaller, being slower); planes saving under 5% stay raw.
+ * elem_size: dtype width, 1, 2, 4 or 8. base: the decoded bytes of the same
+ * tensor's chunk in the parent checkpoint, or NULL (base_n must then be 0);
+ * a DELTA payload records base_n and decodes only against that many bytes.
+ * cap must be >= ckpt__codec_bound(n), except for CKPT_CODEC_RAW where n is
+ * enough. On success *out_codec is CKPT__CODEC_*, *out_n the payload length
+ * (<= n). dst must not overlap src or base.
  * Errors: CKPT_EINVAL (mode, level, elem_size, NULL pointers, n too big),
  * CKPT_ERANGE (cap too small), CKPT_ENOMEM, CKPT_ERROR (zstd failed). */
 int ckpt__codec_encode(ckpt__codec_ctx *c, int mode, int level, size_t elem_size,
@@ -55,10 +57,11 @@ int ckpt__codec_encode(ckpt__codec_ctx *c, int mode, int level, size_t elem_size
 /* Decodes payload into dst, which must be exactly n bytes: the chunk's raw
  * length as recorded by the store. base/base_n (the decoded base chunk) are
  * required for DELTA and ignored otherwise; dst must not overlap them or the
- * payload. The payload is untrusted: every
- * field is checked; dst's content is unspecified after an error.
+ * payload. The payload is untrusted: every field is checked against n, base_n
+ * and payload_n before use, and nothing is allocated beyond n bytes (n itself
+ * at most CKPT__CODEC_MAX_N); dst's content is unspecified after an error.
  * Errors: CKPT_ECORRUPT (malformed payload, unknown codec, n or base_n not
- * matching the payload; the message says which field, at which byte offset),
+ * matching the payload; the message names the field and its byte offset),
  * CKPT_EINVAL (NULL pointers, DELTA without base), CKPT_ENOMEM. */
 int ckpt__codec_decode(ckpt__codec_ctx *c, int codec, const void *payload, size_t payload_n,
                        const void *base, size_t base_n, void *dst, size_t n);

@@ -976,6 +976,8 @@ static int too_large(const char *path, const char *what)
 int ckpt__config_read_file(const char *path, char **out, size_t *out_len)
 {
     char eb[128];
+    if (!out)
+        return ckpt__err(CKPT_EINVAL, "ckpt__config_read_file: out is NULL");
     *out = NULL;
     if (out_len)
         *out_len = 0;

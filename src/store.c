@@ -13,7 +13,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "chunks.h"
 #include "error.h"
+#include "pool.h"
 
 extern const char *const ckpt__schema_main[];
 extern const char *const ckpt__schema_chunks[];
@@ -216,8 +218,13 @@ static int check_identity(sqlite3 *db, const char *path, int64_t app_id, const c
     return CKPT_OK;
 }
 
+static int meta_set(sqlite3 *db, const char *key, const char *value);
+
+/* Applies the missing migrations in one transaction; a new database also
+ * gets its store id in that transaction, so no crash leaves a store
+ * without one. */
 static int migrate(sqlite3 *db, const char *path, int64_t app_id, const char *const *mig,
-                   int readonly)
+                   int readonly, const char *store_id)
 {
     int64_t ver;
     int rc = pragma_int(db, "PRAGMA user_version", &ver, path);
@@ -246,6 +253,8 @@ static int migrate(sqlite3 *db, const char *path, int64_t app_id, const char *co
             goto fail;
         }
     }
+    if (ver == 0 && (rc = meta_set(db, "store_id", store_id)) != CKPT_OK)
+        goto fail;
     char sql[128];
     snprintf(sql, sizeof sql, "PRAGMA application_id=%lld; PRAGMA user_version=%d",
              (long long)app_id, want);
@@ -259,8 +268,13 @@ fail:
 
 static int open_db(const char *path, int flags, int busy_ms, sqlite3 **out)
 {
-    int oflags = (flags & CKPT_OPEN_READONLY) ? SQLITE_OPEN_READONLY
-                                               : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
+    /* A read-only store handle still opens the files read-write when it
+     * may: after a crash SQLite must roll back a hot journal (chunk file)
+     * or recover the WAL index before anyone can read, and a read-only
+     * connection cannot. query_only then forbids every write statement. */
+    int ro = (flags & CKPT_OPEN_READONLY) != 0;
+    int oflags = !ro ? (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE)
+                     : (access(path, W_OK) == 0 ? SQLITE_OPEN_READWRITE : SQLITE_OPEN_READONLY);
     oflags |= SQLITE_OPEN_NOMUTEX;
     sqlite3 *db = NULL;
     int rc = sqlite3_open_v2(path, &db, oflags, NULL);
@@ -278,6 +292,8 @@ static int open_db(const char *path, int flags, int busy_ms, sqlite3 **out)
     sqlite3_db_config(db, SQLITE_DBCONFIG_ENABLE_TRIGGER, 0, NULL);
     sqlite3_limit(db, SQLITE_LIMIT_LENGTH, 256 << 20);
     sqlite3_limit(db, SQLITE_LIMIT_SQL_LENGTH, 1 << 20);
+    if (ro)
+        sqlite3_exec(db, "PRAGMA query_only=1", NULL, NULL, NULL);
     *out = db;
     return CKPT_OK;
 }
@@ -321,49 +337,8 @@ static int meta_set(sqlite3 *db, const char *key, const char *value)
     return r == SQLITE_DONE ? CKPT_OK : ckpt__sqlerr(db, r, "writing store metadata");
 }
 
-/* The two files carry the same random store id so that a main file is
- * never paired with another store's chunk file. */
-static int pair_files(ckpt_store *s, int main_fresh, int chunks_fresh)
+static int random_id(char out[33])
 {
-    char mid[64], cid[64];
-    int rc;
-    if ((rc = meta_get(s->db, "store_id", mid, sizeof mid)) ||
-        (rc = meta_get(s->cdb, "store_id", cid, sizeof cid)))
-        return rc;
-    if (mid[0] && cid[0]) {
-        if (strcmp(mid, cid) != 0)
-            return ckpt__err(CKPT_ECORRUPT,
-                             "%s belongs to another store than %s (store ids %s and %s)",
-                             s->cpath, s->path, cid, mid);
-        return CKPT_OK;
-    }
-    if (s->flags & CKPT_OPEN_READONLY)
-        return ckpt__err(CKPT_ECORRUPT, "store %s is incomplete (no store id)", s->path);
-    if (mid[0] && !cid[0]) {
-        if (!chunks_fresh)
-            return ckpt__err(CKPT_ECORRUPT, "%s has no store id", s->cpath);
-        /* Main exists but its chunk file vanished: only acceptable when no
-         * checkpoint refers to chunks. */
-        int64_t n;
-        if ((rc = pragma_int(s->db, "SELECT count(*) FROM tensors", &n, s->path)))
-            return rc;
-        if (n > 0)
-            return ckpt__err(CKPT_ECORRUPT,
-                             "chunk file %s is missing or empty but %s has %lld tensors; "
-                             "restore it from a backup",
-                             s->cpath, s->path, (long long)n);
-        return meta_set(s->cdb, "store_id", mid);
-    }
-    if (!mid[0] && cid[0]) {
-        int64_t n;
-        if ((rc = pragma_int(s->cdb, "SELECT count(*) FROM chunks", &n, s->cpath)))
-            return rc;
-        if (n > 0 && main_fresh)
-            return ckpt__err(CKPT_ECORRUPT,
-                             "%s holds %lld chunks but its main database %s is missing",
-                             s->cpath, (long long)n, s->path);
-        return meta_set(s->db, "store_id", cid);
-    }
     unsigned char r[16];
     FILE *f = fopen("/dev/urandom", "rb");
     if (!f || fread(r, 1, 16, f) != 16) {
@@ -372,16 +347,15 @@ static int pair_files(ckpt_store *s, int main_fresh, int chunks_fresh)
         return ckpt__err(CKPT_EIO, "cannot read /dev/urandom for a store id");
     }
     fclose(f);
-    char id[33];
     for (int i = 0; i < 16; i++)
-        snprintf(id + 2 * i, 3, "%02x", r[i]);
-    if ((rc = meta_set(s->cdb, "store_id", id)))
-        return rc;
-    return meta_set(s->db, "store_id", id);
+        snprintf(out + 2 * i, 3, "%02x", r[i]);
+    return CKPT_OK;
 }
 
-static int open_one(ckpt_store *s, const char *path, int64_t app_id, const char *const *mig,
-                    int is_main, sqlite3 **out, int *fresh)
+/* Opens one file and checks it is ours (or empty), creating nothing
+ * beside a file that is not a store. */
+static int connect_one(ckpt_store *s, const char *path, int64_t app_id, const char *const *mig,
+                       sqlite3 **out, int *fresh)
 {
     off_t size = 0;
     int rc = file_state(path, &size);
@@ -390,36 +364,95 @@ static int open_one(ckpt_store *s, const char *path, int64_t app_id, const char 
     int exists = rc == 1;
     if (!exists && (s->flags & (CKPT_OPEN_READONLY | CKPT_OPEN_NOCREATE)))
         return ckpt__err(CKPT_ENOTFOUND, "no ckpt store at %s (create one with `ckpt init`)",
-                         path);
+                         s->path);
     if (exists && size > 0 && (rc = check_magic(path)) != CKPT_OK)
         return rc;
     if ((rc = open_db(path, s->flags, s->busy_ms, out)) != CKPT_OK)
         return rc;
-    sqlite3 *db = *out;
-    if ((rc = check_identity(db, path, app_id, mig, fresh)) != CKPT_OK)
+    if ((rc = check_identity(*out, path, app_id, mig, fresh)) != CKPT_OK)
         return rc;
-    int ro = (s->flags & CKPT_OPEN_READONLY) != 0;
-    if (*fresh && ro)
-        return ckpt__err(CKPT_ENOTFOUND, "no ckpt store at %s (the file is an empty database)",
+    if (*fresh && (s->flags & (CKPT_OPEN_READONLY | CKPT_OPEN_NOCREATE)))
+        return ckpt__err(CKPT_ENOTFOUND, "no ckpt store at %s (%s is an empty database)", s->path,
                          path);
+    return CKPT_OK;
+}
+
+static int setup_one(ckpt_store *s, sqlite3 *db, const char *path, int64_t app_id,
+                     const char *const *mig, int is_main, const char *store_id)
+{
+    int rc, ro = (s->flags & CKPT_OPEN_READONLY) != 0;
     if (!ro) {
-        if (is_main) {
-            if ((rc = ckpt__exec(db, "PRAGMA journal_mode=WAL", path)))
-                return rc;
-        } else {
-            /* Must precede the first write to take effect. */
-            if ((rc = ckpt__exec(db, "PRAGMA page_size=65536", path)))
-                return rc;
-        }
+        /* page_size must precede the first write to take effect. */
+        if ((rc = ckpt__exec(db, is_main ? "PRAGMA journal_mode=WAL" : "PRAGMA page_size=65536",
+                             path)))
+            return rc;
     }
+    /* The chunk file stays fully synced unless durability is OFF: its
+     * commit must be on disk before the manifest that refers to it. */
+    int dur = s->durability;
+    if (!is_main && dur == CKPT_DURABLE_NORMAL)
+        dur = CKPT_DURABLE_FULL;
     char sql[256];
     snprintf(sql, sizeof sql,
              "PRAGMA synchronous=%s; PRAGMA secure_delete=OFF; PRAGMA foreign_keys=OFF;"
              "PRAGMA cache_size=-%d",
-             sync_pragma(s->durability), is_main ? 8192 : 16384);
+             sync_pragma(dur), is_main ? 8192 : 16384);
     if ((rc = ckpt__exec(db, sql, path)))
         return rc;
-    return migrate(db, path, app_id, mig, ro);
+    return migrate(db, path, app_id, mig, ro, store_id);
+}
+
+/* Opens both files. Creation order and the store id written with each
+ * schema make every crash during creation harmless: the chunk file is
+ * created first; a main file without its chunk file is only accepted
+ * while it holds no tensors. */
+static int open_files(ckpt_store *s)
+{
+    int main_fresh = 0, chunks_fresh = 0, rc;
+    char mid[64] = "", cid[64] = "";
+    if ((rc = connect_one(s, s->path, CKPT__APP_ID_MAIN, ckpt__schema_main, &s->db, &main_fresh)))
+        return rc;
+    if (!main_fresh && (rc = meta_get(s->db, "store_id", mid, sizeof mid)))
+        return rc;
+    if ((rc = connect_one(s, s->cpath, CKPT__APP_ID_CHUNKS, ckpt__schema_chunks, &s->cdb,
+                          &chunks_fresh)))
+        return rc;
+    if (chunks_fresh && !main_fresh) {
+        int64_t n;
+        if ((rc = pragma_int(s->db, "SELECT count(*) FROM tensors", &n, s->path)))
+            return rc;
+        if (n > 0)
+            return ckpt__err(CKPT_ECORRUPT,
+                             "chunk file %s is missing or empty but %s has %lld tensors; "
+                             "restore it from a backup",
+                             s->cpath, s->path, (long long)n);
+    }
+    if (!chunks_fresh && (rc = meta_get(s->cdb, "store_id", cid, sizeof cid)))
+        return rc;
+    if (!mid[0] && !cid[0] && (rc = random_id(mid)))
+        return rc;
+    if ((rc = setup_one(s, s->cdb, s->cpath, CKPT__APP_ID_CHUNKS, ckpt__schema_chunks, 0,
+                        mid[0] ? mid : cid)))
+        return rc;
+    if ((rc = meta_get(s->cdb, "store_id", cid, sizeof cid)))
+        return rc;
+    if (main_fresh) {
+        int64_t n;
+        if ((rc = pragma_int(s->cdb, "SELECT count(*) FROM chunks", &n, s->cpath)))
+            return rc;
+        if (n > 0)
+            return ckpt__err(CKPT_ECORRUPT,
+                             "%s holds %lld chunks but its main database %s is missing or empty",
+                             s->cpath, (long long)n, s->path);
+    }
+    if ((rc = setup_one(s, s->db, s->path, CKPT__APP_ID_MAIN, ckpt__schema_main, 1, cid)))
+        return rc;
+    if ((rc = meta_get(s->db, "store_id", mid, sizeof mid)))
+        return rc;
+    if (strcmp(mid, cid) != 0)
+        return ckpt__err(CKPT_ECORRUPT, "%s belongs to another store than %s (store ids %s and %s)",
+                         s->cpath, s->path, cid[0] ? cid : "none", mid[0] ? mid : "none");
+    return CKPT_OK;
 }
 
 int ckpt_open(ckpt_store **out, const char *path, const ckpt_open_opts *opts)
@@ -456,15 +489,7 @@ int ckpt_open(ckpt_store **out, const char *path, const ckpt_open_opts *opts)
     memcpy(s->cpath, path, n);
     memcpy(s->cpath + n, "-chunks", sizeof "-chunks");
 
-    /* The main file first: it decides whether this is a store at all, and
-     * nothing is created beside a file that is not ours. */
-    int main_fresh = 0, chunks_fresh = 0;
-    int rc = open_one(s, s->path, CKPT__APP_ID_MAIN, ckpt__schema_main, 1, &s->db, &main_fresh);
-    if (rc == CKPT_OK)
-        rc = open_one(s, s->cpath, CKPT__APP_ID_CHUNKS, ckpt__schema_chunks, 0, &s->cdb,
-                      &chunks_fresh);
-    if (rc == CKPT_OK)
-        rc = pair_files(s, main_fresh, chunks_fresh);
+    int rc = open_files(s);
     if (rc != CKPT_OK) {
         int keep = rc;
         char msg[1024];
@@ -487,6 +512,7 @@ int ckpt_close(ckpt_store *s)
     if (s->db && s->mlen)
         rc = ckpt_metrics_flush(s);
     ckpt__metrics_free(s);
+    ckpt__pool_free(s->pool);
     if (s->db)
         sqlite3_close_v2(s->db);
     if (s->cdb)
@@ -495,6 +521,24 @@ int ckpt_close(ckpt_store *s)
     ckpt__free(s->cpath);
     ckpt__free(s);
     return rc;
+}
+
+static int pool_ctx_new(void **ctx)
+{
+    return ckpt__codec_ctx_new((ckpt__codec_ctx **)ctx);
+}
+
+static void pool_ctx_free(void *ctx)
+{
+    ckpt__codec_ctx_free(ctx);
+}
+
+int ckpt__store_pool(ckpt_store *s)
+{
+    if (s->pool)
+        return CKPT_OK;
+    int n = s->threads > 0 ? (int)s->threads : ckpt__ncpu();
+    return ckpt__pool_new(&s->pool, n, pool_ctx_new, pool_ctx_free);
 }
 
 sqlite3 *ckpt_store_db(ckpt_store *s)
@@ -546,7 +590,13 @@ int ckpt_set_param(ckpt_store *s, int param, int64_t value)
     switch (param) {
     case CKPT_PARAM_CODEC: s->codec = value; break;
     case CKPT_PARAM_LEVEL: s->level = value; break;
-    case CKPT_PARAM_THREADS: s->threads = value; break;
+    case CKPT_PARAM_THREADS:
+        if (s->writer_active)
+            return ckpt__err(CKPT_EINVAL, "cannot change the thread count while a writer is open");
+        s->threads = value;
+        ckpt__pool_free(s->pool); /* restarted with the new count on next use */
+        s->pool = NULL;
+        break;
     case CKPT_PARAM_CHUNK_SIZE:
         if (value % (1 << 20))
             return ckpt__err(CKPT_EINVAL, "chunk size %lld is not a multiple of 1 MiB",

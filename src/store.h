@@ -27,6 +27,7 @@ struct ckpt_store {
     int busy_ms;
     int64_t codec, level, threads, chunk_size, flush_ms;
     int writer_active;
+    struct ckpt__pool *pool; /* worker threads, started on first use */
 
     /* metrics buffer */
     ckpt__metric *mbuf;
@@ -63,6 +64,9 @@ int ckpt__run_id(ckpt_store *s, const char *run, int64_t *id, int64_t *branch);
 
 /* Checkpoint row by id. */
 int ckpt__checkpoint_get(ckpt_store *s, int64_t id, ckpt_checkpoint_info *out, int64_t *run_id);
+
+/* Starts s->pool if needed (CKPT_PARAM_THREADS workers, 0 = one per core). */
+int ckpt__store_pool(ckpt_store *s);
 
 /* Wall time. */
 int64_t ckpt__now_us(void);

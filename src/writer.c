@@ -14,11 +14,32 @@
 #include "chunks.h"
 #include "error.h"
 #include "hash.h"
+#include "pool.h"
 #include "store.h"
 
 /* Commit the chunk transaction after this many stored bytes so that other
  * writers and readers of the chunk file are not held off for a whole save. */
 #define CHUNK_TXN_BYTES ((uint64_t)1 << 30)
+
+/* One chunk in flight: hashed and encoded on a worker, looked up and
+ * inserted by the calling thread, in order. */
+typedef struct wslot {
+    ckpt__job job;
+    const uint8_t *src;
+    size_t len, elem;
+    int mode, level;
+    uint8_t *base; /* decoded delta base (owned) */
+    size_t base_cap, base_len;
+    int64_t base_id;
+    uint8_t hash[16];
+    uint8_t leaves[16 * 64];
+    size_t nleaves;
+    uint8_t *enc; /* encoded payload (owned) */
+    size_t enc_cap, enc_len;
+    int codec;
+    int rc;
+    char msg[512];
+} wslot;
 
 typedef struct wtensor {
     char *name;
@@ -43,12 +64,10 @@ struct ckpt_writer {
     wtensor *t;
     size_t nt, capt;
     ckpt__chunk_io io;
-    uint8_t *enc; /* encoded chunk */
-    size_t enc_cap;
     uint8_t *cmp; /* stored chunk read back to confirm a dedup hit */
     size_t cmp_cap;
-    uint8_t *basebuf; /* decoded delta base */
-    size_t base_cap;
+    wslot *slots;
+    size_t nslots;
 };
 
 static void free_tensors(ckpt_writer *w)
@@ -69,9 +88,12 @@ static void writer_free(ckpt_writer *w)
     w->s->writer_active = 0;
     free_tensors(w);
     ckpt__chunk_io_free(&w->io);
-    ckpt__free(w->enc);
     ckpt__free(w->cmp);
-    ckpt__free(w->basebuf);
+    for (size_t i = 0; i < w->nslots; i++) {
+        ckpt__free(w->slots[i].base);
+        ckpt__free(w->slots[i].enc);
+    }
+    ckpt__free(w->slots);
     ckpt__free(w->run);
     ckpt__free(w);
 }
@@ -208,22 +230,76 @@ static int parent_chunks(ckpt_writer *w, const char *name, int dtype, int64_t **
     return CKPT_OK;
 }
 
-/* Stores one chunk (or finds it stored) and returns its id. */
-static int put_chunk(ckpt_writer *w, const char *name, size_t elem, const uint8_t *p, size_t len,
-                     const uint8_t hash[16], int64_t base_chunk, int64_t *out_id)
+/* Runs on a worker (or inline): hash, then encode. */
+static void chunk_job(ckpt__job *job, void *ctx)
+{
+    wslot *j = (wslot *)job;
+    ckpt__codec_ctx *codec = ctx;
+    j->nleaves = j->len ? (j->len + CKPT__LEAF_SIZE - 1) / CKPT__LEAF_SIZE : 1;
+    ckpt__hash_chunk(j->src, j->len, j->leaves, j->hash);
+    j->codec = CKPT__CODEC_RAW;
+    j->enc_len = j->len;
+    j->rc = CKPT_OK;
+    if (j->mode == CKPT_CODEC_RAW || j->len == 0)
+        return;
+    j->rc = ckpt__codec_encode(codec, j->mode, j->level, j->elem, j->src, j->len,
+                               j->base_len ? j->base : NULL, j->base_len, j->enc, j->enc_cap,
+                               &j->codec, &j->enc_len);
+    if (j->rc)
+        snprintf(j->msg, sizeof j->msg, "%s", ckpt_errmsg());
+}
+
+/* Fills a slot for one chunk; loads the delta base on this thread. A
+ * base must be a full chunk so that a read decodes at most two. */
+static int prepare_slot(ckpt_writer *w, wslot *j, const uint8_t *p, size_t len, size_t elem,
+                        int64_t base_chunk)
 {
     ckpt_store *s = w->s;
+    int rc;
+    j->src = p;
+    j->len = len;
+    j->elem = elem;
+    j->mode = (int)s->codec;
+    j->level = (int)s->level;
+    j->base_len = 0;
+    j->base_id = 0;
+    j->msg[0] = 0;
+    if (j->mode != CKPT_CODEC_RAW && (rc = grow(&j->enc, &j->enc_cap, ckpt__codec_bound(len))))
+        return rc;
+    if (base_chunk > 0 && j->mode != CKPT_CODEC_RAW) {
+        ckpt__chunk_meta bm;
+        rc = ckpt__chunk_meta_get(s, base_chunk, &bm);
+        if (rc == CKPT_OK && bm.codec == CKPT__CODEC_DELTA)
+            rc = ckpt__chunk_meta_get(s, bm.base_id, &bm);
+        if (rc == CKPT_OK && (rc = grow(&j->base, &j->base_cap, bm.raw_len)) == CKPT_OK &&
+            ckpt__chunk_read(s, &w->io, &bm, j->base) == CKPT_OK) {
+            j->base_len = bm.raw_len;
+            j->base_id = bm.id;
+        }
+        if (rc == CKPT_ENOMEM)
+            return rc;
+        /* A damaged or missing base only means no delta. */
+    }
+    return CKPT_OK;
+}
+
+/* After the job: dedup (confirmed byte for byte), else insert. */
+static int finish_slot(ckpt_writer *w, const char *name, wslot *j, int64_t *out_id)
+{
+    ckpt_store *s = w->s;
+    if (j->rc)
+        return ckpt__err(j->rc, "tensor '%s': %s", name, j->msg);
     ckpt__chunk_meta m;
-    int rc = ckpt__chunk_find(s, hash, &m);
+    int rc = ckpt__chunk_find(s, j->hash, &m);
     if (rc < 0)
         return rc;
     if (rc == 1) {
         /* XXH3 is not collision resistant: confirm a hit byte for byte. */
-        if (m.raw_len == len) {
-            if ((rc = grow(&w->cmp, &w->cmp_cap, len)))
+        if (m.raw_len == j->len) {
+            if ((rc = grow(&w->cmp, &w->cmp_cap, j->len)))
                 return rc;
             rc = ckpt__chunk_read(s, &w->io, &m, w->cmp);
-            if (rc == CKPT_OK && memcmp(w->cmp, p, len) == 0) {
+            if (rc == CKPT_OK && memcmp(w->cmp, j->src, j->len) == 0) {
                 *out_id = m.id;
                 return CKPT_OK;
             }
@@ -236,50 +312,15 @@ static int put_chunk(ckpt_writer *w, const char *name, size_t elem, const uint8_
         return ckpt__err(CKPT_ERROR, "tensor '%s': XXH3-128 collision with chunk %lld", name,
                          (long long)m.id);
     }
-
-    /* A delta base must be a full chunk so a read decodes at most two. */
-    const uint8_t *base = NULL;
-    size_t base_len = 0;
-    int64_t base_id = 0;
-    if (base_chunk > 0) {
-        ckpt__chunk_meta bm;
-        rc = ckpt__chunk_meta_get(s, base_chunk, &bm);
-        if (rc == CKPT_OK && bm.codec == CKPT__CODEC_DELTA)
-            rc = ckpt__chunk_meta_get(s, bm.base_id, &bm);
-        if (rc == CKPT_OK && (rc = grow(&w->basebuf, &w->base_cap, bm.raw_len)) == CKPT_OK &&
-            ckpt__chunk_read(s, &w->io, &bm, w->basebuf) == CKPT_OK) {
-            base = w->basebuf;
-            base_len = bm.raw_len;
-            base_id = bm.id;
-        }
-        if (rc == CKPT_ENOMEM)
-            return rc;
-        /* A damaged or missing base only means no delta. */
-    }
-
-    size_t bound = ckpt__codec_bound(len);
-    if ((rc = grow(&w->enc, &w->enc_cap, bound)))
-        return rc;
-    int codec = CKPT__CODEC_RAW;
-    size_t enc_len = len;
-    const void *payload = p;
-    if (s->codec != CKPT_CODEC_RAW) {
-        rc = ckpt__codec_encode(w->io.codec, (int)s->codec, (int)s->level, elem, p, len, base,
-                                base_len, w->enc, w->enc_cap, &codec, &enc_len);
-        if (rc)
-            return ckpt__err_prefix(rc, "tensor '%s'", name);
-        if (codec != CKPT__CODEC_RAW)
-            payload = w->enc;
-        else
-            enc_len = len;
-    }
+    const void *payload = j->codec == CKPT__CODEC_RAW ? (const void *)j->src : j->enc;
+    size_t enc_len = j->codec == CKPT__CODEC_RAW ? j->len : j->enc_len;
     if (!w->txn_open) {
         if ((rc = ckpt__begin(s->cdb, "saving chunks")))
             return rc;
         w->txn_open = 1;
     }
-    rc = ckpt__chunk_insert(s, hash, codec, codec == CKPT__CODEC_DELTA ? base_id : 0, len, payload,
-                            enc_len, out_id);
+    rc = ckpt__chunk_insert(s, j->hash, j->codec, j->codec == CKPT__CODEC_DELTA ? j->base_id : 0,
+                            j->len, payload, enc_len, out_id);
     if (rc)
         return ckpt__err_prefix(rc, "run '%s' epoch %lld tensor '%s'", w->run, (long long)w->epoch,
                                 name);
@@ -292,6 +333,69 @@ static int put_chunk(ckpt_writer *w, const char *name, size_t elem, const uint8_
             return rc;
     }
     return CKPT_OK;
+}
+
+/* Chunks smaller than this are hashed and encoded on the calling thread:
+ * handing them to a worker costs more than the work. */
+#define INLINE_BYTES ((size_t)256 << 10)
+
+static int ensure_slots(ckpt_writer *w)
+{
+    if (w->slots)
+        return CKPT_OK;
+    int rc = ckpt__store_pool(w->s);
+    if (rc)
+        return rc;
+    /* Two chunks per worker in flight plus one being stored: bounded memory. */
+    size_t n = 2 * (size_t)ckpt__pool_threads(w->s->pool) + 1;
+    w->slots = ckpt__calloc(n, sizeof *w->slots);
+    if (!w->slots)
+        return ckpt__err(CKPT_ENOMEM, "out of memory");
+    w->nslots = n;
+    return CKPT_OK;
+}
+
+/* Stores every chunk of one tensor through the pool; ids into t->chunks. */
+static int put_chunks(ckpt_writer *w, wtensor *t, const uint8_t *data, const int64_t *base,
+                      size_t nbase, ckpt__tensor_hash *th)
+{
+    size_t elem = ckpt_dtype_size(t->dtype), n = t->nchunks, cs = w->chunk_size;
+    int rc = ensure_slots(w);
+    if (rc)
+        return rc;
+    const uint8_t *empty = (const uint8_t *)"";
+    if (n == 1 && t->nbytes < INLINE_BYTES) {
+        wslot *j = &w->slots[0];
+        if ((rc = prepare_slot(w, j, t->nbytes ? data : empty, t->nbytes, elem, nbase ? base[0] : 0)))
+            return rc;
+        chunk_job(&j->job, w->io.codec);
+        ckpt__tensor_hash_update(th, j->leaves, j->nleaves);
+        return finish_slot(w, t->name, j, &t->chunks[0]);
+    }
+    size_t submitted = 0, done = 0;
+    while (done < n) {
+        while (rc == CKPT_OK && submitted < n && submitted - done < w->nslots) {
+            wslot *j = &w->slots[submitted % w->nslots];
+            size_t off = submitted * cs;
+            size_t len = t->nbytes - off < cs ? (size_t)(t->nbytes - off) : cs;
+            rc = prepare_slot(w, j, data + off, len, elem, submitted < nbase ? base[submitted] : 0);
+            if (rc)
+                break;
+            j->job.fn = chunk_job;
+            ckpt__pool_submit(w->s->pool, &j->job);
+            submitted++;
+        }
+        if (done == submitted)
+            break;
+        wslot *j = &w->slots[done % w->nslots];
+        ckpt__pool_wait(w->s->pool, &j->job);
+        if (rc == CKPT_OK) {
+            ckpt__tensor_hash_update(th, j->leaves, j->nleaves);
+            rc = finish_slot(w, t->name, j, &t->chunks[done]);
+        }
+        done++; /* after an error: keep draining, jobs point into our buffers */
+    }
+    return rc;
 }
 
 int ckpt_writer_put(ckpt_writer *w, const char *name, int kind, int dtype, int ndim,
@@ -335,19 +439,8 @@ int ckpt_writer_put(ckpt_writer *w, const char *name, int kind, int dtype, int n
     if ((rc = parent_chunks(w, name, dtype, &base, &nbase)) || (rc = ckpt__tensor_hash_init(&th)))
         goto fail;
 
-    size_t elem = ckpt_dtype_size(dtype);
-    uint8_t leaves[16 * 64];
-    for (size_t c = 0; c < nchunks; c++) {
-        size_t off = c * w->chunk_size;
-        size_t len = nbytes - off < w->chunk_size ? nbytes - off : w->chunk_size;
-        const uint8_t *p = (const uint8_t *)data + off;
-        uint8_t h[16];
-        ckpt__hash_chunk(nbytes ? p : (const uint8_t *)"", len, leaves, h);
-        ckpt__tensor_hash_update(&th, leaves, len ? (len + CKPT__LEAF_SIZE - 1) / CKPT__LEAF_SIZE : 1);
-        if ((rc = put_chunk(w, name, elem, nbytes ? p : (const uint8_t *)"", len, h,
-                            c < nbase ? base[c] : 0, &t->chunks[c])))
-            goto fail;
-    }
+    if ((rc = put_chunks(w, t, data, base, nbase, &th)))
+        goto fail;
     ckpt__tensor_hash_final(&th, nbytes, t->hash);
     ckpt__tensor_hash_free(&th);
     ckpt__free(base);

@@ -126,7 +126,8 @@ rc=0
 rc=0
 "$TRAIN" --db "$DB" --config "$W/good.yaml" > /dev/null 2> "$W/err" || rc=$?
 [ "$rc" -eq 2 ] && grep -q -- '--run' "$W/err" || fail "missing --run: rc $rc: $(cat "$W/err")"
-"$TRAIN" --help | grep -q 'usage: ckpt-train' || fail "--help prints no usage"
+"$TRAIN" --help > "$W/help" || fail "--help exited non-zero"
+grep -q 'usage: ckpt-train' "$W/help" || fail "--help prints no usage"
 
 # --- datasets: a copy of the data directory with one file missing or damaged
 F_TRAIN_IMG=train-images-idx3-ubyte.gz
@@ -161,12 +162,17 @@ expect 1 "$d/$F_TEST_LAB: not an IDX label file \(magic number 0x00000803, expec
     "$(data_case swapped "$d")"
 
 d=$(data_copy badlabel); rm "$d/$F_TRAIN_LAB"
-{ gzip -dc "$DATA/$F_TRAIN_LAB" | head -c 13; printf '\x0c'; gzip -dc "$DATA/$F_TRAIN_LAB" | tail -c +15; } |
+# Decompressed to files first: a head closing a pipe early would SIGPIPE
+# the writer and, under pipefail, fail the script at random.
+gzip -dc "$DATA/$F_TRAIN_LAB" > "$W/train-labels.raw"
+{ head -c 13 "$W/train-labels.raw"; printf '\x0c'; tail -c +15 "$W/train-labels.raw"; } |
     gzip > "$d/$F_TRAIN_LAB"
 expect 1 "$d/$F_TRAIN_LAB: label 12 of example 5" "$(data_case badlabel "$d")"
 
 d=$(data_copy count); rm "$d/$F_TEST_LAB"
-{ printf '\x00\x00\x08\x01\x00\x00\x03\xe8'; gzip -dc "$DATA/$F_TEST_LAB" | tail -c +9 | head -c 1000; } |
+gzip -dc "$DATA/$F_TEST_LAB" > "$W/test-labels.raw"
+tail -c +9 "$W/test-labels.raw" > "$W/test-labels.body"
+{ printf '\x00\x00\x08\x01\x00\x00\x03\xe8'; head -c 1000 "$W/test-labels.body"; } |
     gzip > "$d/$F_TEST_LAB"
 expect 1 "holds 10000 images but $d/$F_TEST_LAB holds 1000 labels" "$(data_case count "$d")"
 

@@ -108,7 +108,8 @@ while [ "$killed" -lt "$KILLS" ]; do
     same_run "kill/resume round $round" "$W/ref.ckpt" "$db" r 3
     "$CKPT" --db "$db" verify > "$W/verify.log" 2>&1 ||
         { cat "$W/verify.log" >&2; fail "ckpt verify found damage after the kills of round $round"; }
-    "$CKPT" --db "$db" runs | grep -q 'finished' || fail "run r is not shown as finished"
+    "$CKPT" --db "$db" runs > "$W/runs" || fail "ckpt runs failed on $db"
+    grep -q 'finished' "$W/runs" || fail "run r is not shown as finished: $(cat "$W/runs")"
 done
 echo "killed $killed times in $attempts attempts over $round rounds: all bit-identical"
 

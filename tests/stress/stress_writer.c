@@ -15,11 +15,14 @@
 static const char *usage_text =
     "usage: stress_writer --db PATH --run RUN [--epochs N] [--seconds S]\n"
     "                     [--durability full|normal|off] [--threads N] [--busy-ms MS]\n"
+    "                     [--timing]\n"
     "Resumes RUN (created if missing) from its head and commits one checkpoint per\n"
     "epoch until the run has N checkpoints, S seconds passed, or it is killed.\n"
     "stdout, one line per event, flushed: 'open RUN', 'start RUN EPOCH',\n"
     "'begin RUN EPOCH', 'commit RUN EPOCH' (entering ckpt_writer_commit),\n"
-    "'committed RUN EPOCH ID' (it returned CKPT_OK), 'done RUN NCHECKPOINTS'.\n";
+    "'committed RUN EPOCH ID' (it returned CKPT_OK), 'done RUN NCHECKPOINTS'.\n"
+    "--timing adds 'timing RUN EPOCH BEGIN PUTS COMMIT' (ms: since start, in\n"
+    "puts, in commit) lines on stderr.\n";
 
 static const char *g_run = "?";
 static int64_t g_epoch = -1;
@@ -83,16 +86,21 @@ static void log_metrics(ckpt_store *s, const char *run, int64_t epoch, int64_t s
 
 int main(int argc, char **argv)
 {
+    double tstart = st_now();
     const char *db = NULL, *run = NULL;
     int64_t epochs = 0, threads = -1, busy_ms = 0;
     double seconds = 0;
-    int durability = CKPT_DURABLE_FULL;
+    int durability = CKPT_DURABLE_FULL, timing = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--help") == 0) {
             fputs(usage_text, stdout);
             return 0;
+        }
+        if (strcmp(a, "--timing") == 0) {
+            timing = 1;
+            continue;
         }
         if (!v)
             return usage("missing value after", a);
@@ -179,6 +187,7 @@ int main(int argc, char **argv)
         if ((rc = ckpt_metrics_flush(s)))
             die("ckpt_metrics_flush", rc);
 
+        double tb = st_now();
         SAY("begin %s %lld\n", run, (long long)e);
         ckpt_writer *w;
         if ((rc = ckpt_writer_begin(&w, s, run, e, step)))
@@ -193,11 +202,15 @@ int main(int argc, char **argv)
             }
         }
         log_metrics(s, run, e, step);
+        double tc = st_now();
         SAY("commit %s %lld\n", run, (long long)e);
         int64_t id = 0;
         if ((rc = ckpt_writer_commit(w, &id)))
             die("ckpt_writer_commit", rc);
         SAY("committed %s %lld %lld\n", run, (long long)e, (long long)id);
+        if (timing)
+            fprintf(stderr, "timing %s %lld %.1f %.1f %.1f\n", run, (long long)e,
+                    (tb - tstart) * 1000, (tc - tb) * 1000, (st_now() - tc) * 1000);
     }
     free(buf);
     if ((rc = ckpt_run_finish(s, run)))

@@ -122,10 +122,13 @@ static char *repeat(const char *prefix, const char *unit, size_t times, const ch
     return s;
 }
 
+/* CPU time of this process: the timing guards below catch quadratic
+ * blow-ups, and must not trip on a busy shared machine. The bounds are loose
+ * enough for valgrind. */
 static double now_s(void)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
     return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
@@ -469,7 +472,7 @@ static void test_config__ten_thousand_deep_nesting_fails_fast(void **state)
     free(s);
     double dt = now_s() - t0;
     if (dt > 10.0)
-        fail_msg("deep nesting took %.2f s", dt);
+        fail_msg("deep nesting took %.2f s of CPU", dt);
 }
 
 static void test_config__rejects_duplicate_keys_with_path_and_both_lines(void **state)
@@ -581,8 +584,8 @@ static void test_config__limits_parameter_count(void **state)
     REJECT(s, "config line 100001, column 10:", "more than 100000 parameters", "'k100000'");
     free(s);
     double dt = now_s() - t0;
-    if (dt > 10.0)
-        fail_msg("200,000 keys took %.2f s", dt);
+    if (dt > 30.0)
+        fail_msg("200,000 keys took %.2f s of CPU", dt);
 }
 
 static void test_config__limits_flattened_key_length(void **state)

@@ -5,6 +5,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,10 +58,14 @@ static double now_seconds(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-static int usage_error(const char *fmt, const char *arg)
+static int usage_error(const char *fmt, ...) TR_PRINTF(1, 2);
+static int usage_error(const char *fmt, ...)
 {
+    va_list ap;
     fprintf(stderr, "ckpt-train: ");
-    fprintf(stderr, fmt, arg);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
     fprintf(stderr, "\nrun 'ckpt-train --help' for usage\n");
     return EXIT_USAGE;
 }
@@ -375,7 +380,7 @@ int main(int argc, char **argv)
         /* Epoch 0 counts as complete, so epoch 1 begins with a shuffle. */
         st.position = (int64_t)st.n;
         printf("run %s: new, network %s (%zu parameters), %zu train / %zu test examples, "
-               "%" PRId64 " epochs\n",
+               "training to epoch %" PRId64 "\n",
                o.run, shape, tr_mlp_param_count(&st.mlp), train.n, test.n, epochs);
         int64_t id;
         uint64_t bytes;
@@ -388,7 +393,7 @@ int main(int argc, char **argv)
         if (tr_state_load(s, o.run, head.id, &st, &had_optimizer) != 0)
             goto done;
         printf("run %s: resuming from checkpoint %" PRId64 " (epoch %" PRId64 ", step %" PRId64
-               "), network %s, %zu train / %zu test examples, %" PRId64 " epochs\n",
+               "), network %s, %zu train / %zu test examples, training to epoch %" PRId64 "\n",
                o.run, head.id, head.epoch, head.step, shape, train.n, test.n, epochs);
         if (!had_optimizer)
             fprintf(stderr, "ckpt-train: warning: run %s was saved without optimizer state "

@@ -9,6 +9,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -84,14 +85,20 @@ static const char *type_name(int type)
     }
 }
 
-/* Every refusal goes through here: "config SOURCE: key K: what". Returns the
- * positive value that stops ckpt_config_flatten without being mistaken for
- * one of its own (negative) error codes. */
-static int bad(const parse_ctx *p, const char *key, const char *fmt, const char *value,
-               int type)
+/* Every refusal goes through here: "config SOURCE: key K: what", and when
+ * type is set, the type and text that were found. Returns the positive value
+ * that stops ckpt_config_flatten without being mistaken for one of its own
+ * (negative) error codes. */
+static int bad(const parse_ctx *p, const char *key, int type, const char *value,
+               const char *fmt, ...) TR_PRINTF(5, 6);
+static int bad(const parse_ctx *p, const char *key, int type, const char *value,
+               const char *fmt, ...)
 {
+    va_list ap;
     fprintf(stderr, "ckpt-train: config %s: key %s: ", p->source, key);
-    fprintf(stderr, fmt, value);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
     if (type)
         fprintf(stderr, " (got %s: %s)", type_name(type), value);
     fputc('\n', stderr);
@@ -126,9 +133,9 @@ static int get_int(const parse_ctx *p, const char *key, const char *value, int t
 {
     int64_t v;
     if (type != CKPT_PARAM_T_INT)
-        return bad(p, key, "expected an integer", value, type);
+        return bad(p, key, type, value, "expected an integer");
     if (parse_i64_text(value, &v) != 0)
-        return bad(p, key, "%s is not an integer in the 64-bit range", value, 0);
+        return bad(p, key, 0, value, "%s is not an integer in the 64-bit range", value);
     if (v < min || v > max) {
         fprintf(stderr, "ckpt-train: config %s: key %s: %s is out of range (%lld..%lld)\n",
                 p->source, key, value, (long long)min, (long long)max);
@@ -144,12 +151,12 @@ static int get_float(const parse_ctx *p, const char *key, const char *value, int
                      double lo, int lo_open, double hi, int hi_open, double *out)
 {
     if (type != CKPT_PARAM_T_FLOAT && type != CKPT_PARAM_T_INT)
-        return bad(p, key, "expected a number", value, type);
+        return bad(p, key, type, value, "expected a number");
     char *end;
     errno = 0;
     double v = strtod(value, &end);
     if (end == value || *end != '\0' || !isfinite(v))
-        return bad(p, key, "%s is not a finite number", value, 0);
+        return bad(p, key, 0, value, "%s is not a finite number", value);
     int below = lo_open ? !(v > lo) : !(v >= lo);
     int above = hi_open ? !(v < hi) : !(v <= hi);
     if (below || above) {
@@ -164,7 +171,7 @@ static int get_float(const parse_ctx *p, const char *key, const char *value, int
 static int get_bool(const parse_ctx *p, const char *key, const char *value, int type, int *out)
 {
     if (type != CKPT_PARAM_T_BOOL)
-        return bad(p, key, "expected true or false", value, type);
+        return bad(p, key, type, value, "expected true or false");
     static const char *const yes[] = {"true", "yes", "on"};
     static const char *const no[] = {"false", "no", "off"};
     for (size_t i = 0; i < 3; i++) {
@@ -177,17 +184,17 @@ static int get_bool(const parse_ctx *p, const char *key, const char *value, int 
             return 0;
         }
     }
-    return bad(p, key, "%s is not true or false", value, 0);
+    return bad(p, key, 0, value, "%s is not true or false", value);
 }
 
 static int get_string(const parse_ctx *p, const char *key, const char *value, int type,
                       char *buf, size_t cap)
 {
     if (type != CKPT_PARAM_T_STRING)
-        return bad(p, key, "expected a string", value, type);
+        return bad(p, key, type, value, "expected a string");
     size_t len = strlen(value);
     if (len == 0)
-        return bad(p, key, "must not be empty", value, 0);
+        return bad(p, key, 0, value, "must not be empty");
     if (len >= cap) {
         fprintf(stderr, "ckpt-train: config %s: key %s: longer than %zu bytes\n", p->source,
                 key, cap - 1);
@@ -209,7 +216,7 @@ static int each_item(const parse_ctx *p, const char *key, const char *value, int
     char buf[4096];
     size_t len = strlen(value);
     if (len < 2 || value[0] != '[' || value[len - 1] != ']' || len - 2 >= sizeof buf) {
-        bad(p, key, "expected a list like [32, 32]", value, 0);
+        bad(p, key, 0, value, "expected a list like [32, 32], got %s", value);
         return -1;
     }
     memcpy(buf, value + 1, len - 2);
@@ -308,9 +315,9 @@ static int on_param(void *vctx, const char *key, const char *value, int type)
         return 1;
     }
     if (type == CKPT_PARAM_T_NULL)
-        return bad(p, key, "has no value", value, 0);
+        return bad(p, key, 0, value, "has no value");
 
-    int64_t iv;
+    int64_t iv = 0;
     int rc;
     switch (k) {
     case K_HIDDEN: {
@@ -326,7 +333,7 @@ static int on_param(void *vctx, const char *key, const char *value, int type)
             if (n < 0)
                 return 1;
         } else {
-            return bad(p, key, "expected a list of layer widths like [32]", value, type);
+            return bad(p, key, type, value, "expected a list of layer widths like [32]");
         }
         c->nhidden = n;
         memcpy(c->hidden, widths, (size_t)n * sizeof widths[0]);
@@ -334,16 +341,16 @@ static int on_param(void *vctx, const char *key, const char *value, int type)
     }
     case K_ACTIVATION:
         if (type != CKPT_PARAM_T_STRING)
-            return bad(p, key, "expected a string", value, type);
+            return bad(p, key, type, value, "expected a string");
         if (strcmp(value, "relu") != 0)
-            return bad(p, key, "unsupported activation %s (supported: relu)", value, 0);
+            return bad(p, key, 0, value, "unsupported activation %s (supported: relu)", value);
         snprintf(c->activation, sizeof c->activation, "%s", value);
         return 0;
     case K_OPTIMIZER:
         if (type != CKPT_PARAM_T_STRING)
-            return bad(p, key, "expected a string", value, type);
+            return bad(p, key, type, value, "expected a string");
         if (strcmp(value, "adam") != 0)
-            return bad(p, key, "unsupported optimizer %s (supported: adam)", value, 0);
+            return bad(p, key, 0, value, "unsupported optimizer %s (supported: adam)", value);
         snprintf(c->optimizer, sizeof c->optimizer, "%s", value);
         return 0;
     case K_LR:
@@ -355,12 +362,12 @@ static int on_param(void *vctx, const char *key, const char *value, int type)
     case K_BETAS: {
         double b[2];
         if (type != CKPT_PARAM_T_LIST)
-            return bad(p, key, "expected a list of two numbers like [0.9, 0.999]", value, type);
+            return bad(p, key, type, value, "expected a list of two numbers like [0.9, 0.999]");
         int n = each_item(p, key, value, 2, beta_item, b);
         if (n < 0)
             return 1;
         if (n != 2)
-            return bad(p, key, "expected exactly two numbers like [0.9, 0.999]", value, 0);
+            return bad(p, key, 0, value, "expected exactly two numbers like [0.9, 0.999]");
         c->beta1 = b[0];
         c->beta2 = b[1];
         return 0;

@@ -9,6 +9,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#if defined(__GNUC__)
+#define TR_PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
+#else
+#define TR_PRINTF(fmt, args)
+#endif
+
 #define TR_MAX_HIDDEN 64      /* hidden layers */
 #define TR_MAX_WIDTH 65536    /* units in one hidden layer */
 #define TR_MAX_BATCH 65536
