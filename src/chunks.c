@@ -89,6 +89,17 @@ int ckpt__chunk_find(ckpt_store *s, const uint8_t hash[16], ckpt__chunk_meta *ou
     return rc;
 }
 
+int ckpt__chunk_fetch(ckpt_store *s, const ckpt__chunk_meta *m, void *dst);
+static int blob_read(ckpt_store *s, int64_t id, void *dst, size_t n);
+
+int ckpt__chunk_fetch(ckpt_store *s, const ckpt__chunk_meta *m, void *dst)
+{
+    if (m->codec == CKPT__CODEC_RAW && m->stored_len != m->raw_len)
+        return ckpt__err(CKPT_ECORRUPT, "chunk %lld is corrupt: raw chunk of %zu bytes stores %zu",
+                         (long long)m->id, m->raw_len, m->stored_len);
+    return blob_read(s, m->id, dst, m->stored_len);
+}
+
 static int blob_read(ckpt_store *s, int64_t id, void *dst, size_t n)
 {
     sqlite3_blob *b = NULL;
@@ -119,7 +130,7 @@ static int blob_read(ckpt_store *s, int64_t id, void *dst, size_t n)
     return CKPT_OK;
 }
 
-static int check_hash(const ckpt__chunk_meta *m, const void *data)
+int ckpt__chunk_check(const ckpt__chunk_meta *m, const void *data)
 {
     uint8_t leaves[16 * 64], h[16];
     if (m->raw_len > 64 * CKPT__LEAF_SIZE)
@@ -171,7 +182,7 @@ int ckpt__chunk_read(ckpt_store *s, ckpt__chunk_io *io, const ckpt__chunk_meta *
                                  (long long)m->id, (long long)bm.id);
             io->base_id = 0;
             if ((rc = grow(&io->base, &io->base_cap, bm.raw_len)) ||
-                (rc = read_plain(s, io, &bm, io->base, NULL, 0)) || (rc = check_hash(&bm, io->base)))
+                (rc = read_plain(s, io, &bm, io->base, NULL, 0)) || (rc = ckpt__chunk_check(&bm, io->base)))
                 return ckpt__err_prefix(rc, "base of chunk %lld", (long long)m->id);
             io->base_id = bm.id;
             io->base_len = bm.raw_len;
@@ -182,7 +193,7 @@ int ckpt__chunk_read(ckpt_store *s, ckpt__chunk_io *io, const ckpt__chunk_meta *
     }
     if (rc)
         return rc;
-    return check_hash(m, dst);
+    return ckpt__chunk_check(m, dst);
 }
 
 int ckpt__chunk_insert(ckpt_store *s, const uint8_t hash[16], int codec, int64_t base_id,
@@ -208,4 +219,22 @@ int ckpt__chunk_insert(ckpt_store *s, const uint8_t hash[16], int codec, int64_t
         return ckpt__sqlerr(s->cdb, r, "storing a chunk");
     *out_id = sqlite3_last_insert_rowid(s->cdb);
     return CKPT_OK;
+}
+
+int ckpt__chunk_decode(ckpt__codec_ctx *c, const ckpt__chunk_meta *m, const void *payload,
+                       const void *base, size_t base_len, void *dst)
+{
+    int rc;
+    if (m->codec == CKPT__CODEC_RAW) {
+        if (payload != dst)
+            memcpy(dst, payload, m->raw_len);
+    } else {
+        rc = ckpt__codec_decode(c, m->codec, payload, m->stored_len, base, base_len, dst,
+                                m->raw_len);
+        if (rc == CKPT_ECORRUPT)
+            return ckpt__err_prefix(rc, "chunk %lld is corrupt", (long long)m->id);
+        if (rc)
+            return ckpt__err_prefix(rc, "chunk %lld", (long long)m->id);
+    }
+    return ckpt__chunk_check(m, dst);
 }

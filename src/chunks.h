@@ -46,6 +46,16 @@ int ckpt__chunk_find(ckpt_store *s, const uint8_t hash[16], ckpt__chunk_meta *ou
  * CKPT_ENOMEM. */
 int ckpt__chunk_read(ckpt_store *s, ckpt__chunk_io *io, const ckpt__chunk_meta *m, void *dst);
 
+/* The pieces of ckpt__chunk_read, for pipelines that fetch on the SQLite
+ * thread and decode on workers: fetch copies the stored (encoded) bytes of
+ * m into dst (m->stored_len bytes); decode turns them into m->raw_len
+ * bytes at dst (payload may equal dst for raw chunks) and checks the hash;
+ * check only checks the hash. Decode and check touch no SQLite. */
+int ckpt__chunk_fetch(ckpt_store *s, const ckpt__chunk_meta *m, void *dst);
+int ckpt__chunk_decode(ckpt__codec_ctx *c, const ckpt__chunk_meta *m, const void *payload,
+                       const void *base, size_t base_len, void *dst);
+int ckpt__chunk_check(const ckpt__chunk_meta *m, const void *data);
+
 /* Inserts an encoded chunk; *out_id receives its id. Must run inside a
  * write transaction on s->cdb. */
 int ckpt__chunk_insert(ckpt_store *s, const uint8_t hash[16], int codec, int64_t base_id,

@@ -11,6 +11,7 @@
 
 #include "chunks.h"
 #include "error.h"
+#include "pool.h"
 #include "store.h"
 
 typedef struct rtensor {
@@ -19,6 +20,22 @@ typedef struct rtensor {
     int64_t *chunks;
     size_t nchunks;
 } rtensor;
+
+/* One whole chunk in flight: fetched by the calling thread (SQLite),
+ * decoded and checked on a worker straight into the caller's buffer. */
+typedef struct rslot {
+    ckpt__job job;
+    ckpt__chunk_meta m, bm; /* the chunk, and its delta base (bm.id 0: none) */
+    uint8_t *payload;       /* encoded bytes (raw chunks go straight to dst) */
+    size_t payload_cap;
+    uint8_t *bpayload; /* the base's stored bytes */
+    size_t bpayload_cap;
+    uint8_t *base; /* the base decoded */
+    size_t base_cap;
+    uint8_t *dst;
+    int rc;
+    char msg[512];
+} rslot;
 
 struct ckpt_reader {
     ckpt_store *s;
@@ -30,6 +47,8 @@ struct ckpt_reader {
     uint8_t *scratch; /* one decoded chunk, for partial reads */
     size_t scratch_cap;
     int64_t scratch_id; /* chunk held in scratch, 0 if none */
+    rslot *slots;
+    size_t nslots;
 };
 
 void ckpt_reader_close(ckpt_reader *r)
@@ -43,6 +62,12 @@ void ckpt_reader_close(ckpt_reader *r)
     ckpt__free(r->t);
     ckpt__free(r->run);
     ckpt__free(r->scratch);
+    for (size_t i = 0; i < r->nslots; i++) {
+        ckpt__free(r->slots[i].payload);
+        ckpt__free(r->slots[i].bpayload);
+        ckpt__free(r->slots[i].base);
+    }
+    ckpt__free(r->slots);
     ckpt__chunk_io_free(&r->io);
     ckpt__free(r);
 }
@@ -246,6 +271,117 @@ static int reader_chunk(ckpt_reader *r, const rtensor *t, size_t c, void *dst, s
     return CKPT_OK;
 }
 
+static int grow(uint8_t **buf, size_t *cap, size_t need)
+{
+    if (*cap >= need)
+        return CKPT_OK;
+    uint8_t *p = ckpt__realloc(*buf, need ? need : 1);
+    if (!p)
+        return ckpt__err(CKPT_ENOMEM, "out of memory (%zu bytes for a chunk)", need);
+    *buf = p;
+    *cap = need;
+    return CKPT_OK;
+}
+
+static void decode_job(ckpt__job *job, void *ctx)
+{
+    rslot *j = (rslot *)job;
+    ckpt__codec_ctx *c = ctx;
+    const uint8_t *base = NULL;
+    size_t base_len = 0;
+    j->rc = CKPT_OK;
+    if (j->bm.id) {
+        j->rc = ckpt__chunk_decode(c, &j->bm, j->bpayload, NULL, 0, j->base);
+        if (j->rc) {
+            snprintf(j->msg, sizeof j->msg, "base of chunk %lld: %s", (long long)j->m.id,
+                     ckpt_errmsg());
+            return;
+        }
+        base = j->base;
+        base_len = j->bm.raw_len;
+    }
+    j->rc = ckpt__chunk_decode(c, &j->m, j->m.codec == CKPT__CODEC_RAW ? j->dst : j->payload, base,
+                               base_len, j->dst);
+    if (j->rc)
+        snprintf(j->msg, sizeof j->msg, "%s", ckpt_errmsg());
+}
+
+/* Fetches chunk c of t (and its delta base) into slot j; dst is where the
+ * decoded bytes go. */
+static int fetch_slot(ckpt_reader *r, const rtensor *t, size_t c, size_t len, rslot *j, uint8_t *dst)
+{
+    int rc = ckpt__chunk_meta_get(r->s, t->chunks[c], &j->m);
+    if (rc == CKPT_OK && j->m.raw_len != len)
+        rc = ckpt__err(CKPT_ECORRUPT, "chunk %lld holds %zu bytes, the manifest expects %zu",
+                       (long long)j->m.id, j->m.raw_len, len);
+    j->dst = dst;
+    j->bm.id = 0;
+    j->msg[0] = 0;
+    if (rc == CKPT_OK && j->m.codec == CKPT__CODEC_DELTA) {
+        if (j->m.base_id <= 0 || j->m.base_id == j->m.id)
+            rc = ckpt__err(CKPT_ECORRUPT, "chunk %lld is corrupt: delta without a valid base",
+                           (long long)j->m.id);
+        if (rc == CKPT_OK)
+            rc = ckpt__chunk_meta_get(r->s, j->m.base_id, &j->bm);
+        if (rc == CKPT_OK && j->bm.codec == CKPT__CODEC_DELTA)
+            rc = ckpt__err(CKPT_ECORRUPT, "chunk %lld is corrupt: its base %lld is itself a delta",
+                           (long long)j->m.id, (long long)j->bm.id);
+        if (rc == CKPT_OK && !(rc = grow(&j->bpayload, &j->bpayload_cap, j->bm.stored_len)) &&
+            !(rc = grow(&j->base, &j->base_cap, j->bm.raw_len)))
+            rc = ckpt__chunk_fetch(r->s, &j->bm, j->bpayload);
+        if (rc)
+            j->bm.id = 0;
+    }
+    if (rc == CKPT_OK) {
+        if (j->m.codec == CKPT__CODEC_RAW)
+            rc = ckpt__chunk_fetch(r->s, &j->m, dst);
+        else if (!(rc = grow(&j->payload, &j->payload_cap, j->m.stored_len)))
+            rc = ckpt__chunk_fetch(r->s, &j->m, j->payload);
+    }
+    if (rc)
+        return ckpt__err_prefix(rc, "run '%s' epoch %lld step %lld tensor '%s'", r->run,
+                                (long long)r->ci.epoch, (long long)r->ci.step, t->info.name);
+    return CKPT_OK;
+}
+
+/* Reads whole chunks [c0, c1) of t into dst through the pool: SQLite reads
+ * here, decoding and hash checks on the workers, a bounded window. */
+static int read_whole_chunks(ckpt_reader *r, const rtensor *t, size_t c0, size_t c1, uint8_t *dst)
+{
+    int rc = ckpt__store_pool(r->s);
+    if (rc)
+        return rc;
+    if (!r->slots) {
+        size_t n = 2 * (size_t)ckpt__pool_threads(r->s->pool) + 1;
+        if (!(r->slots = ckpt__calloc(n, sizeof *r->slots)))
+            return ckpt__err(CKPT_ENOMEM, "out of memory");
+        r->nslots = n;
+    }
+    size_t submitted = c0, done = c0;
+    while (done < c1) {
+        while (rc == CKPT_OK && submitted < c1 && submitted - done < r->nslots) {
+            rslot *j = &r->slots[(submitted - c0) % r->nslots];
+            uint64_t start = (uint64_t)submitted * t->chunk_size;
+            size_t len = (size_t)(t->info.nbytes - start < t->chunk_size ? t->info.nbytes - start
+                                                                        : t->chunk_size);
+            if ((rc = fetch_slot(r, t, submitted, len, j, dst + (start - (uint64_t)c0 * t->chunk_size))))
+                break;
+            j->job.fn = decode_job;
+            ckpt__pool_submit(r->s->pool, &j->job);
+            submitted++;
+        }
+        if (done == submitted)
+            break;
+        rslot *j = &r->slots[(done - c0) % r->nslots];
+        ckpt__pool_wait(r->s->pool, &j->job);
+        if (rc == CKPT_OK && j->rc)
+            rc = ckpt__err(j->rc, "run '%s' epoch %lld step %lld tensor '%s': %s", r->run,
+                           (long long)r->ci.epoch, (long long)r->ci.step, t->info.name, j->msg);
+        done++; /* after an error: keep draining, jobs point into our buffers */
+    }
+    return rc;
+}
+
 int ckpt_reader_read(ckpt_reader *r, size_t i, uint64_t offset, void *buf, size_t len)
 {
     if (i >= r->nt)
@@ -266,9 +402,26 @@ int ckpt_reader_read(ckpt_reader *r, size_t i, uint64_t offset, void *buf, size_
         size_t take = clen - in < len ? clen - in : len;
         int rc;
         if (in == 0 && take == clen) {
-            /* Whole chunk: decode straight into the caller's buffer. */
-            if ((rc = reader_chunk(r, t, c, dst, clen)))
+            /* A run of whole chunks: decode straight into the caller's buffer. */
+            size_t c1 = c + 1;
+            uint64_t end = offset + len;
+            while (c1 < t->nchunks) {
+                uint64_t s1 = (uint64_t)c1 * t->chunk_size;
+                uint64_t e1 = s1 + t->chunk_size < t->info.nbytes ? s1 + t->chunk_size : t->info.nbytes;
+                if (e1 > end)
+                    break;
+                c1++;
+            }
+            if (c1 - c > 1) {
+                uint64_t stop = (uint64_t)c1 * t->chunk_size;
+                if (stop > t->info.nbytes)
+                    stop = t->info.nbytes;
+                if ((rc = read_whole_chunks(r, t, c, c1, dst)))
+                    return rc;
+                take = (size_t)(stop - offset);
+            } else if ((rc = reader_chunk(r, t, c, dst, clen))) {
                 return rc;
+            }
         } else {
             if (r->scratch_id != t->chunks[c]) {
                 if (r->scratch_cap < clen) {

@@ -15,12 +15,14 @@
 static const char *usage_text =
     "usage: stress_writer --db PATH --run RUN [--epochs N] [--seconds S]\n"
     "                     [--durability full|normal|off] [--threads N] [--busy-ms MS]\n"
-    "                     [--timing]\n"
+    "                     [--timing] [--open-close N]\n"
     "Resumes RUN (created if missing) from its head and commits one checkpoint per\n"
     "epoch until the run has N checkpoints, S seconds passed, or it is killed.\n"
     "stdout, one line per event, flushed: 'open RUN', 'start RUN EPOCH',\n"
     "'begin RUN EPOCH', 'commit RUN EPOCH' (entering ckpt_writer_commit),\n"
     "'committed RUN EPOCH ID' (it returned CKPT_OK), 'done RUN NCHECKPOINTS'.\n"
+    "--open-close N instead opens the store read-write, reads RUN's head and closes\n"
+    "it, N times: a short-lived handle beside long-lived ones.\n"
     "--timing adds 'timing RUN EPOCH BEGIN PUTS COMMIT' (ms: since start, in\n"
     "puts, in commit) lines on stderr.\n";
 
@@ -84,11 +86,29 @@ static void log_metrics(ckpt_store *s, const char *run, int64_t epoch, int64_t s
     }
 }
 
+static int open_close_loop(const char *db, const char *run, const ckpt_open_opts *o, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) {
+        ckpt_store *s;
+        int rc = ckpt_open(&s, db, o);
+        if (rc)
+            die("ckpt_open", rc);
+        ckpt_checkpoint_info head;
+        rc = ckpt_head(s, run, &head);
+        if (rc && rc != CKPT_ENOCHECKPOINT && rc != CKPT_ENOTFOUND)
+            die("ckpt_head", rc);
+        if ((rc = ckpt_close(s)))
+            die("ckpt_close", rc);
+    }
+    SAY("done %s %lld open-close\n", run, (long long)n);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     double tstart = st_now();
     const char *db = NULL, *run = NULL;
-    int64_t epochs = 0, threads = -1, busy_ms = 0;
+    int64_t epochs = 0, threads = -1, busy_ms = 0, open_close = 0;
     double seconds = 0;
     int durability = CKPT_DURABLE_FULL, timing = 0;
     for (int i = 1; i < argc; i++) {
@@ -118,6 +138,9 @@ int main(int argc, char **argv)
         } else if (strcmp(a, "--threads") == 0) {
             if (parse_i64(v, 0, 64, &threads))
                 return usage("--threads wants 0..64, got", v);
+        } else if (strcmp(a, "--open-close") == 0) {
+            if (parse_i64(v, 1, INT32_MAX, &open_close))
+                return usage("--open-close wants a positive integer, got", v);
         } else if (strcmp(a, "--busy-ms") == 0) {
             if (parse_i64(v, 0, INT32_MAX, &busy_ms))
                 return usage("--busy-ms wants a non-negative integer, got", v);
@@ -138,10 +161,13 @@ int main(int argc, char **argv)
         return usage("--db and --run are required", NULL);
     g_run = run;
 
-    SAY("open %s\n", run);
     ckpt_store *s;
     ckpt_open_opts o = {0, (int)busy_ms, durability};
-    int rc = ckpt_open(&s, db, &o);
+    int rc;
+    if (open_close)
+        return open_close_loop(db, run, &o, open_close);
+    SAY("open %s\n", run);
+    rc = ckpt_open(&s, db, &o);
     if (rc)
         die("ckpt_open", rc);
     if (threads >= 0 && (rc = ckpt_set_param(s, CKPT_PARAM_THREADS, threads)))
