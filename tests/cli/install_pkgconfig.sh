@@ -11,8 +11,11 @@ export PKG_CONFIG_PATH="$T/prefix/lib/pkgconfig:$T/prefix/lib64/pkgconfig:$T/pre
 pkg-config --exists ckpt
 test -f "$T/prefix/include/ckpt.h"
 test -x "$T/prefix/bin/ckpt"
-cc -std=c11 -Wall -Wextra -Werror "$CKPT_SRC_DIR/tools/example/example.c" $(pkg-config --cflags --libs ckpt) -o "$T/ex-shared"
-cc -std=c11 "$CKPT_SRC_DIR/tools/example/example.c" $(pkg-config --cflags ckpt) -static-libgcc \
+# A sanitizer build installs an instrumented library: link like it.
+san=""
+case "${CKPT_SANITIZE:-OFF}" in ON|1|TRUE|YES|on) san="-fsanitize=address,undefined" ;; esac
+cc $san -std=c11 -Wall -Wextra -Werror "$CKPT_SRC_DIR/tools/example/example.c" $(pkg-config --cflags --libs ckpt) -o "$T/ex-shared"
+cc $san -std=c11 "$CKPT_SRC_DIR/tools/example/example.c" $(pkg-config --cflags ckpt) -static-libgcc \
    "$(pkg-config --variable=libdir ckpt)/libckpt.a" $(pkg-config --libs --static ckpt | sed 's/-lckpt//') -o "$T/ex-static"
 libdir=$(pkg-config --variable=libdir ckpt)
 LD_LIBRARY_PATH="$libdir" "$T/ex-shared" "$T/a.db" | tee "$T/out"

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# concurrency.sh - readers and writers on one store at the same time.
-# Part 1: one writer commits checkpoints and metrics for CKPT_STRESS_SECONDS
-# while readers loop over `ckpt list`, `ckpt metrics`, `ckpt show --json`,
-# a plain sqlite3 shell (no busy timeout) on the documented views, and an
-# API reader that re-reads the whole head byte for byte. Part 2: two writers
-# save two runs into the same store at once, with readers still running.
-# Zero errors allowed: any failing command, any "database is locked", any
-# partial checkpoint seen by a reader fails the test.
+# concurrency.sh [PART...] - readers and writers on one store at the same time.
+#   one:   a writer commits checkpoints and metrics for CKPT_STRESS_SECONDS while
+#          readers loop over `ckpt list`, `ckpt metrics`, `ckpt show --json`,
+#          a plain sqlite3 shell (no busy timeout) on the documented views and
+#          an API reader re-reading the whole head byte for byte;
+#   two:   two writers save two runs into the same store at once (readers on);
+#   close: short-lived read-write handles open and close beside a saving
+#          writer while the plain sqlite3 shell reads.
+# Default: all three. Zero errors allowed: a failing command, "database is
+# locked" anywhere, a partial checkpoint seen by a reader. Every part runs;
+# the script fails at the end if any part failed.
 #
 # Env: STRESS_WRITER, STRESS_CHECK, CKPT (programs; set by ctest),
 #      CKPT_STRESS_SECONDS (default 20), CKPT_TEST_TMP, CKPT_KEEP=1 keeps files.
@@ -18,7 +21,6 @@ ROOT=${CKPT_TEST_TMP:-/tmp}
 mkdir -p "$ROOT"
 WORK=$(mktemp -d "$ROOT/concurrency.XXXXXX")
 ERRORS=$WORK/errors
-: >"$ERRORS"
 failed=0
 pids=()
 
@@ -36,10 +38,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-die() {
+# part_fail MSG: the current part failed; the next parts still run.
+part_fail() {
     failed=1
-    echo "concurrency: FAIL: $*"
-    exit 1
+    echo "concurrency: FAIL ($PART): $*"
+    return 1
 }
 
 # record READER WHAT FILE...: notes one reader error with the output it gave.
@@ -54,8 +57,8 @@ record() {
 }
 
 # reader NAME CHECK CMD...: runs CMD in a loop until $WORK/stop exists. An
-# error is a non-zero exit, any "locked"/"busy" in its output, or CHECK (a
-# function given the stdout file) failing. Counts runs in $WORK/NAME.count.
+# error is a non-zero exit, "locked" or "busy" in its output, or CHECK (a
+# function given the stdout file; - for none) failing. Counts runs.
 reader() {
     local name=$1 check=$2
     shift 2
@@ -65,7 +68,7 @@ reader() {
         local rc=$?
         if [ $rc != 0 ]; then
             record "$name" "exit $rc: $*" "$err" "$out"
-        elif grep -qiE 'database is locked|locked|busy' "$out" "$err"; then
+        elif grep -qiE 'locked|busy' "$out" "$err"; then
             record "$name" "'locked' in the output of: $*" "$err" "$out"
         elif [ "$check" != - ] && ! "$check" "$out"; then
             record "$name" "check $check failed on the output of: $*" "$out" "$err"
@@ -87,22 +90,27 @@ sqlite_rows() {
     [ "$(sed -n 1p "$1")" = 0 ] && [[ "$(sed -n 2p "$1")" =~ ^[0-9]+$ ]]
 }
 
+SQL="SELECT count(*) FROM checkpoints c WHERE c.ntensors != $NTENSORS OR
+       (SELECT count(*) FROM tensors t WHERE t.checkpoint_id = c.id) != $NTENSORS;
+     SELECT count(*) FROM v_checkpoints; SELECT * FROM v_metrics ORDER BY time DESC LIMIT 5"
+
+# start_readers DB RUN [sqlite-only]
 start_readers() {
     local db=$1 run=$2
     rm -f "$WORK/stop"
+    : >"$ERRORS"
+    rm -f "$WORK"/*.count
+    # One plain sqlite3 shell at a time: two shells interfere with each other
+    # (a closing read-write connection briefly holds the PENDING lock of the
+    # database file), whatever ckpt does.
+    reader sqlite sqlite_rows sqlite3 "$db" "$SQL" &
+    pids+=($!)
+    [ "${3:-}" = sqlite-only ] && return
     reader list - "$CKPT" --db "$db" list &
     pids+=($!)
     reader metrics - "$CKPT" --db "$db" metrics "$run" &
     pids+=($!)
     reader show show_whole "$CKPT" --db "$db" show --json "$run" &
-    pids+=($!)
-    # One plain sqlite3 shell (no busy timeout) at a time: two shells
-    # interfere with each other (a closing read-write connection briefly
-    # holds the PENDING lock), whatever ckpt does.
-    reader sqlite sqlite_rows sqlite3 "$db" \
-        "SELECT count(*) FROM checkpoints c WHERE c.ntensors != $NTENSORS OR
-           (SELECT count(*) FROM tensors t WHERE t.checkpoint_id = c.id) != $NTENSORS;
-         SELECT count(*) FROM v_checkpoints; SELECT * FROM v_metrics ORDER BY time DESC LIMIT 5" &
     pids+=($!)
 }
 
@@ -114,7 +122,7 @@ stop_readers() {
     pids=()
 }
 
-# Waits for a line matching $2 in file $1 (the writer's stdout) for 60 s.
+# Waits up to 60 s for a line matching $2 in file $1 (a writer's stdout).
 wait_line() {
     local deadline=$((SECONDS + 60))
     until grep -q "$2" "$1" 2>/dev/null; do
@@ -125,18 +133,18 @@ wait_line() {
 
 check_writer() {
     local name=$1 st=$2
-    [ "$st" = 0 ] || die "writer $name exited with status $st: $(head -c 2000 "$WORK/$name.err")"
+    [ "$st" = 0 ] || part_fail "writer $name exited with status $st: $(head -c 2000 "$WORK/$name.err")" ||
+        return 1
     ! grep -qiE 'locked|busy' "$WORK/$name.err" "$WORK/$name.out" ||
-        die "writer $name reported a lock: $(head -c 2000 "$WORK/$name.err")"
-    grep -q '^done ' "$WORK/$name.out" || die "writer $name did not finish"
+        part_fail "writer $name reported a lock: $(head -c 2000 "$WORK/$name.err")" || return 1
+    grep -q '^done ' "$WORK/$name.out" || part_fail "writer $name did not finish"
 }
 
-report_errors() {
-    if [ -s "$ERRORS" ]; then
-        echo "concurrency: reader errors ($(grep -c '^\[' "$ERRORS")):"
-        head -c 6000 "$ERRORS"
-        die "readers saw errors during $1"
-    fi
+reader_errors() {
+    [ -s "$ERRORS" ] || return 0
+    echo "concurrency: $PART: reader errors ($(grep -c '^\[' "$ERRORS")), the first ones:"
+    head -c 4000 "$ERRORS"
+    part_fail "readers saw errors"
 }
 
 counts() {
@@ -147,56 +155,119 @@ counts() {
     echo "$s"
 }
 
-# ------------------------------------------------------------ part 1
-DB=$WORK/one.db
-t0=$SECONDS
-"$STRESS_WRITER" --db "$DB" --run conc --seconds "$SECS" >"$WORK/w1.out" 2>"$WORK/w1.err" &
-wpid=$!
-pids+=($wpid)
-wait_line "$WORK/w1.out" '^committed ' || die "writer committed nothing in 60 s: $(cat "$WORK/w1.err")"
-start_readers "$DB" conc
-"$STRESS_CHECK" --db "$DB" --run conc --watch "$SECS" >"$WORK/watch.out" 2>&1 &
-watchpid=$!
-wait "$wpid"
-wst=$?
-stop_readers
-wait "$watchpid" || record watch "stress_check --watch failed" "$WORK/watch.out"
-check_writer w1 "$wst"
-report_errors "part 1 (one writer)"
-for r in list metrics show sqlite; do
-    [ "$(cat "$WORK/$r.count" 2>/dev/null || echo 0)" -ge 3 ] || die "reader $r ran less than 3 times"
-done
-out=$("$STRESS_CHECK" --db "$DB" --run conc --committed "$WORK/w1.out" --status finished \
-    --min-checkpoints 3 2>&1) || die "check after part 1:
+# ------------------------------------------------------------ parts
+part_one() {
+    local db=$WORK/one.db t0=$SECONDS ok=1
+    "$STRESS_WRITER" --db "$db" --run conc --seconds "$SECS" >"$WORK/w1.out" 2>"$WORK/w1.err" &
+    local wpid=$!
+    pids+=($wpid)
+    wait_line "$WORK/w1.out" '^committed ' ||
+        part_fail "the writer committed nothing in 60 s: $(head -c 2000 "$WORK/w1.err")" || return 1
+    start_readers "$db" conc
+    "$STRESS_CHECK" --db "$db" --run conc --watch "$SECS" >"$WORK/watch.out" 2>&1 &
+    local watchpid=$!
+    wait "$wpid"
+    local wst=$?
+    stop_readers
+    wait "$watchpid" || record watch "stress_check --watch failed" "$WORK/watch.out"
+    check_writer w1 "$wst" || ok=0
+    reader_errors || ok=0
+    for r in list metrics show sqlite; do
+        [ "$(cat "$WORK/$r.count" 2>/dev/null || echo 0)" -ge 3 ] || {
+            part_fail "reader $r ran less than 3 times"
+            ok=0
+        }
+    done
+    local out
+    out=$("$STRESS_CHECK" --db "$db" --run conc --committed "$WORK/w1.out" --status finished \
+        --min-checkpoints 3 2>&1) || {
+        part_fail "check of the store afterwards:
 $out"
-echo "concurrency: part 1: $(grep -c '^committed ' "$WORK/w1.out") checkpoints in $((SECONDS - t0)) s;" \
-    "reader runs:$(counts list metrics show sqlite);" \
-    "$(grep 'whole heads' "$WORK/watch.out" | sed 's/^stress_check: //')"
+        ok=0
+    }
+    echo "concurrency: $PART: $(grep -c '^committed ' "$WORK/w1.out") checkpoints in" \
+        "$((SECONDS - t0)) s; reader runs:$(counts list metrics show sqlite);" \
+        "$(grep 'whole heads' "$WORK/watch.out" | sed 's/^stress_check: //')"
+    [ $ok = 1 ]
+}
 
-# ------------------------------------------------------------ part 2
-DB=$WORK/two.db
-t0=$SECONDS
-half=$(((SECS + 1) / 2))
-"$STRESS_WRITER" --db "$DB" --run alpha --seconds "$half" >"$WORK/wa.out" 2>"$WORK/wa.err" &
-apid=$!
-"$STRESS_WRITER" --db "$DB" --run beta --seconds "$half" >"$WORK/wb.out" 2>"$WORK/wb.err" &
-bpid=$!
-pids+=($apid $bpid)
-wait_line "$WORK/wa.out" '^committed ' && wait_line "$WORK/wb.out" '^committed '
-start_readers "$DB" alpha
-wait "$apid"
-ast=$?
-wait "$bpid"
-bst=$?
-stop_readers
-check_writer wa "$ast"
-check_writer wb "$bst"
-report_errors "part 2 (two writers)"
-cat "$WORK/wa.out" "$WORK/wb.out" >"$WORK/committed"
-out=$("$STRESS_CHECK" --db "$DB" --run alpha --run beta --committed "$WORK/committed" \
-    --status finished --min-checkpoints 2 2>&1) || die "check after part 2:
+part_two() {
+    local db=$WORK/two.db t0=$SECONDS ok=1 half=$(((SECS + 1) / 2))
+    "$STRESS_WRITER" --db "$db" --run alpha --seconds "$half" >"$WORK/wa.out" 2>"$WORK/wa.err" &
+    local apid=$!
+    "$STRESS_WRITER" --db "$db" --run beta --seconds "$half" >"$WORK/wb.out" 2>"$WORK/wb.err" &
+    local bpid=$!
+    pids+=($apid $bpid)
+    wait_line "$WORK/wa.out" '^committed ' && wait_line "$WORK/wb.out" '^committed '
+    start_readers "$db" alpha
+    wait "$apid"
+    local ast=$?
+    wait "$bpid"
+    local bst=$?
+    stop_readers
+    check_writer wa "$ast" || ok=0
+    check_writer wb "$bst" || ok=0
+    reader_errors || ok=0
+    cat "$WORK/wa.out" "$WORK/wb.out" >"$WORK/committed"
+    local out
+    out=$("$STRESS_CHECK" --db "$db" --run alpha --run beta --committed "$WORK/committed" \
+        --status finished --min-checkpoints 2 2>&1) || {
+        part_fail "check of both runs afterwards:
 $out"
-echo "concurrency: part 2: alpha $(grep -c '^committed ' "$WORK/wa.out"), beta" \
-    "$(grep -c '^committed ' "$WORK/wb.out") checkpoints in $((SECONDS - t0)) s;" \
-    "reader runs:$(counts list metrics show sqlite)"
-echo "concurrency: ok"
+        ok=0
+    }
+    echo "concurrency: $PART: alpha $(grep -c '^committed ' "$WORK/wa.out"), beta" \
+        "$(grep -c '^committed ' "$WORK/wb.out") checkpoints in $((SECONDS - t0)) s;" \
+        "reader runs:$(counts list metrics show sqlite)"
+    [ $ok = 1 ]
+}
+
+# A trainer holds the store open and saves; meanwhile other processes open
+# it read-write for a moment (a second tool, `ckpt restore`, a notebook
+# logging metrics) and close it. The sqlite3 shell must not notice.
+part_close() {
+    local db=$WORK/close.db t0=$SECONDS ok=1 secs=$(((SECS + 1) / 2)) cycles=0
+    "$STRESS_WRITER" --db "$db" --run trainer --seconds "$secs" >"$WORK/wc.out" 2>"$WORK/wc.err" &
+    local wpid=$!
+    pids+=($wpid)
+    wait_line "$WORK/wc.out" '^committed ' ||
+        part_fail "the writer committed nothing in 60 s: $(head -c 2000 "$WORK/wc.err")" || return 1
+    start_readers "$db" trainer sqlite-only
+    while kill -0 "$wpid" 2>/dev/null; do
+        "$STRESS_WRITER" --db "$db" --run trainer --open-close 50 >/dev/null 2>"$WORK/oc.err" || {
+            part_fail "short-lived handle: $(head -c 1000 "$WORK/oc.err")"
+            ok=0
+            break
+        }
+        cycles=$((cycles + 50))
+    done
+    wait "$wpid"
+    local wst=$?
+    stop_readers
+    check_writer wc "$wst" || ok=0
+    local locked
+    locked=$(grep -c '^\[' "$ERRORS")
+    reader_errors || ok=0
+    echo "concurrency: $PART: $cycles read-write open/close cycles beside a saving writer in" \
+        "$((SECONDS - t0)) s; sqlite3 shell runs:$(counts sqlite), $locked failed"
+    [ $ok = 1 ]
+}
+
+parts=("$@")
+[ ${#parts[@]} -gt 0 ] || parts=(one two close)
+for PART in "${parts[@]}"; do
+    case $PART in
+    one) part_one ;;
+    two) part_two ;;
+    close) part_close ;;
+    *)
+        echo "concurrency: unknown part '$PART' (one, two, close)"
+        exit 2
+        ;;
+    esac
+done
+if [ $failed = 0 ]; then
+    echo "concurrency: ok (${parts[*]})"
+    exit 0
+fi
+exit 1

@@ -79,7 +79,9 @@ static void fill_random(uint64_t seed, uint8_t *dst, size_t n)
     }
 }
 
-enum { T_WEIGHT, T_BIAS, T_EMBED, T_EXPAVG, T_RNG, T_EPOCH, T_EMPTY, T_CONST };
+/* Put order. The shared embedding goes first so that two writers saving at
+ * once both start their chunk transaction with the same new chunk. */
+enum { T_EMBED, T_WEIGHT, T_BIAS, T_EXPAVG, T_RNG, T_EPOCH, T_EMPTY, T_CONST };
 
 #define WEIGHT_COLS 1024
 #define WEIGHT_BLOCK ((size_t)64 << 10)

@@ -68,9 +68,11 @@ void bench_state_step(bench_state *st, int64_t epoch);
 void bench_state_free(bench_state *st);
 
 /* Saves every tensor as the checkpoint (epoch, step epoch*1000) of run;
- * *out (may be NULL) receives its info. Returns a ckpt result code. */
+ * *out_id (may be NULL) receives its id. Returns a ckpt result code. */
 int bench_state_save(ckpt_store *s, const char *run, const bench_state *st, int64_t epoch,
-                     ckpt_checkpoint_info *out);
+                     int64_t *out_id);
+/* Sizes and counts of checkpoint id. Returns a ckpt result code. */
+int bench_checkpoint_info(ckpt_store *s, int64_t id, ckpt_checkpoint_info *out);
 
 /* Reads every tensor of the reader into the state's buffers (dst NULL) or,
  * to check, compares it with them through a scratch buffer (*mismatch set
@@ -80,6 +82,71 @@ int bench_state_restore(ckpt_reader *r, const bench_state *st, int compare, size
 
 /* Runs fn(ctx, i) for i in [0, n) on all cores. */
 void bench_parallel(size_t n, void (*fn)(void *ctx, size_t i), void *ctx);
+
+/* ---------------------------------------------------------------- options, results */
+
+typedef struct bench_opts {
+    uint64_t size_mib;
+    int epochs;
+    double frozen;
+    int reps;
+    uint64_t seed;
+    int64_t metrics;          /* metric values to log */
+    int64_t list_checkpoints; /* checkpoints in the `ckpt list` store */
+    int64_t trained_limit;    /* training examples per epoch of ckpt-train */
+    int trained_epochs;
+    const char *dir, *config_large, *python;
+    int keep, skip_torch, skip_trained, skip_list, skip_rss, json_only;
+    char *work; /* the run's own temporary directory */
+    char exe_dir[4096];
+} bench_opts;
+
+/* Every figure is NAN until measured (printed as null). Times are the best
+ * of opts.reps runs, in seconds. */
+typedef struct bench_results {
+    uint64_t logical_bytes;
+    size_t ntensors;
+    int nlayers, nfrozen;
+    double frozen_share; /* frozen bytes over parameter bytes */
+    double gen_s;
+    double raw_write_s, raw_write_nofsync_s, save_s;
+    double save_write_bytes, save_stored_bytes;
+    double raw_read_s, restore_s, restore_last_s;
+    int nepochs;
+    double *epoch_logical, *epoch_stored, *epoch_save_s; /* [1..nepochs] */
+    double rss_save_mib, rss_restore_mib, rss_parent_mib;
+    double trained_logical, trained_stored, trained_s;
+    int trained_checkpoints;
+    double metrics_n, metrics_s;
+    double list_ms, list_build_s;
+    int64_t list_n;
+    double torch_save_s, torch_save_nofsync_s, torch_load_s;
+    double numpy_save_s, numpy_save_nofsync_s, numpy_load_s;
+    char py_versions[128];
+    char notes[16][320];
+    int nnotes;
+} bench_results;
+
+void bench_note(bench_results *res, const char *fmt, ...) BENCH_PRINTF(2, 3);
+/* Progress line on stderr. */
+void bench_progress(const char *fmt, ...) BENCH_PRINTF(1, 2);
+
+/* ---------------------------------------------------------------- io.c */
+
+/* Peak RSS of a child that generates the state and saves it, and of one
+ * that restores it into fresh buffers. Run while this process is small. */
+void bench_phase_rss(const bench_opts *o, bench_results *res);
+/* First checkpoint against write+fsync, restore against read, then the
+ * epoch sequence. Leaves raw.bin and raw.json (the tensors' index) in the
+ * work directory for the Python baselines. */
+void bench_phase_io(const bench_opts *o, bench_state *st, bench_results *res);
+
+/* ---------------------------------------------------------------- other.c */
+
+void bench_phase_metrics(const bench_opts *o, bench_results *res);
+void bench_phase_list(const bench_opts *o, bench_results *res);
+void bench_phase_trained(const bench_opts *o, bench_results *res);
+void bench_phase_python(const bench_opts *o, bench_results *res);
 
 /* ---------------------------------------------------------------- sys.c */
 

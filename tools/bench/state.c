@@ -365,7 +365,7 @@ void bench_state_free(bench_state *st)
 /* ------------------------------------------------------------ ckpt I/O */
 
 int bench_state_save(ckpt_store *s, const char *run, const bench_state *st, int64_t epoch,
-                     ckpt_checkpoint_info *out)
+                     int64_t *out_id)
 {
     ckpt_writer *w;
     int rc = ckpt_writer_begin(&w, s, run, epoch, epoch * 1000);
@@ -380,12 +380,13 @@ int bench_state_save(ckpt_store *s, const char *run, const bench_state *st, int6
             return rc;
         }
     }
-    int64_t id;
-    rc = ckpt_writer_commit(w, &id);
-    if (rc != CKPT_OK || !out)
-        return rc;
+    return ckpt_writer_commit(w, out_id);
+}
+
+int bench_checkpoint_info(ckpt_store *s, int64_t id, ckpt_checkpoint_info *out)
+{
     ckpt_reader *r;
-    rc = ckpt_reader_open_id(&r, s, id);
+    int rc = ckpt_reader_open_id(&r, s, id);
     if (rc != CKPT_OK)
         return rc;
     *out = *ckpt_reader_checkpoint(r);
