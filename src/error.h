@@ -23,6 +23,10 @@ int ckpt__err_prefix(int code, const char *fmt, ...) CKPT_PRINTF(2, 3);
 /* Clears the message (to "not an error"). */
 void ckpt__err_clear(void);
 
+/* Installs a as the library's allocator (NULL: the C library's) without
+ * touching SQLite; ckpt_set_allocator() also routes SQLite through it. */
+int ckpt__set_allocator_only(const ckpt_allocator *a);
+
 /* The allocator every module uses (routed through ckpt_set_allocator). */
 void *ckpt__malloc(size_t n);
 void *ckpt__calloc(size_t count, size_t size);

@@ -68,14 +68,17 @@ int ckpt_metrics_flush(ckpt_store *s)
 {
     if (!s->mlen)
         return CKPT_OK;
-    int rc = ckpt__begin(s->db, "writing metrics");
+    int rc = ckpt__writable(s, "writing metrics");
+    if (rc)
+        return rc;
+    rc = ckpt__begin(s->db, "writing metrics");
     if (rc == CKPT_OK && (rc = ckpt__metrics_write(s)) != CKPT_OK)
         ckpt__rollback(s->db);
     if (rc == CKPT_OK)
         rc = ckpt__commit(s->db, "writing metrics");
     if (rc == CKPT_OK)
         ckpt__metrics_clear(s);
-    return rc;
+    return ckpt__poison(s, rc);
 }
 
 int ckpt_metric_log(ckpt_store *s, const char *run, const char *name, int64_t epoch, int64_t step,

@@ -184,10 +184,10 @@ int ckpt_run_create(ckpt_store *s, const char *run, const char *yaml, size_t len
         if (rc)
             goto fail;
     }
-    return ckpt__commit(s->db, "creating a run");
+    return ckpt__poison(s, ckpt__commit(s->db, "creating a run"));
 fail:
     ckpt__rollback(s->db);
-    return rc;
+    return ckpt__poison(s, rc);
 }
 
 int ckpt_run_create_file(ckpt_store *s, const char *run, const char *path)
@@ -331,14 +331,14 @@ int ckpt_rollback(ckpt_store *s, const char *run, int64_t checkpoint_id)
     if ((rc = ckpt__exec(s->db, sql, "rolling back")))
         goto fail;
     if ((rc = ckpt__commit(s->db, "rolling back")))
-        return rc;
+        return ckpt__poison(s, rc);
     /* Metric logging must pick up the new branch. */
     ckpt__free(s->mrun);
     s->mrun = NULL;
     return CKPT_OK;
 fail:
     ckpt__rollback(s->db);
-    return rc;
+    return ckpt__poison(s, rc);
 }
 
 /* ---------------------------------------------------------------- status */

@@ -87,7 +87,25 @@ int ckpt__writable(ckpt_store *s, const char *what)
 {
     if (s->flags & CKPT_OPEN_READONLY)
         return ckpt__err(CKPT_EREADONLY, "%s: store %s was opened read-only", what, s->path);
+    if (s->poisoned)
+        return ckpt__err(CKPT_EIO,
+                         "%s: store handle %s is no longer trusted after an I/O error (%s); "
+                         "close it and open the store again",
+                         what, s->path, s->poison_msg);
     return CKPT_OK;
+}
+
+int ckpt__poison(ckpt_store *s, int rc)
+{
+    /* After EIO (typically a failed fsync) the kernel may have dropped the
+     * dirty pages and cleared the error: retrying could appear to succeed
+     * over lost data. The handle is never trusted for writes again; a new
+     * open rolls back through the journal. */
+    if (rc == CKPT_EIO && !s->poisoned) {
+        s->poisoned = 1;
+        snprintf(s->poison_msg, sizeof s->poison_msg, "%s", ckpt_errmsg());
+    }
+    return rc;
 }
 
 int64_t ckpt__now_us(void)
@@ -559,10 +577,84 @@ static const struct {
     {CKPT_PARAM_METRICS_FLUSH_MS, 0, 3600000},
 };
 
-int ckpt__set_allocator_only(const ckpt_allocator *a);
+/* SQLite's allocator wants the size of a block back: keep it in a
+ * 16-byte header (16 keeps SQLite's 8-byte alignment). */
+#define SQL_HDR 16
+
+static void *sql_malloc(int n)
+{
+    if (n <= 0)
+        return NULL;
+    unsigned char *p = ckpt__malloc((size_t)n + SQL_HDR);
+    if (!p)
+        return NULL;
+    memcpy(p, &(size_t){(size_t)n}, sizeof(size_t));
+    return p + SQL_HDR;
+}
+
+static void sql_free(void *p)
+{
+    if (p)
+        ckpt__free((unsigned char *)p - SQL_HDR);
+}
+
+static int sql_size(void *p)
+{
+    size_t n = 0;
+    if (p)
+        memcpy(&n, (unsigned char *)p - SQL_HDR, sizeof n);
+    return (int)n;
+}
+
+static void *sql_realloc(void *p, int n)
+{
+    if (!p)
+        return sql_malloc(n);
+    if (n <= 0)
+        return NULL;
+    unsigned char *q = ckpt__realloc((unsigned char *)p - SQL_HDR, (size_t)n + SQL_HDR);
+    if (!q)
+        return NULL;
+    memcpy(q, &(size_t){(size_t)n}, sizeof(size_t));
+    return q + SQL_HDR;
+}
+
+static int sql_roundup(int n)
+{
+    return (n + 7) & ~7;
+}
+
+static int sql_init(void *ctx)
+{
+    (void)ctx;
+    return SQLITE_OK;
+}
+
+static void sql_shutdown(void *ctx)
+{
+    (void)ctx;
+}
+
 int ckpt_set_allocator(const ckpt_allocator *a)
 {
-    return ckpt__set_allocator_only(a);
+    static sqlite3_mem_methods saved;
+    static int have_saved;
+    static const sqlite3_mem_methods ours = {sql_malloc, sql_free,   sql_realloc, sql_size,
+                                             sql_roundup, sql_init, sql_shutdown, NULL};
+    int rc = ckpt__set_allocator_only(a);
+    if (rc)
+        return rc;
+    /* SQLite takes a new allocator only while it is shut down: this is why
+     * no store may be open. */
+    if (sqlite3_shutdown() != SQLITE_OK)
+        return ckpt__err(CKPT_ERROR, "ckpt_set_allocator: SQLite could not shut down");
+    if (!have_saved) {
+        sqlite3_config(SQLITE_CONFIG_GETMALLOC, &saved);
+        have_saved = 1;
+    }
+    if (sqlite3_config(SQLITE_CONFIG_MALLOC, a ? &ours : &saved) != SQLITE_OK)
+        return ckpt__err(CKPT_ERROR, "ckpt_set_allocator: SQLite refused the allocator");
+    return CKPT_OK;
 }
 
 int ckpt_param_bounds(int param, int64_t *out_min, int64_t *out_max)

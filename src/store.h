@@ -27,6 +27,8 @@ struct ckpt_store {
     int busy_ms;
     int64_t codec, level, threads, chunk_size, flush_ms;
     int writer_active;
+    int poisoned; /* an I/O error happened while writing: no more writes */
+    char poison_msg[256];
     struct ckpt__pool *pool; /* worker threads, started on first use */
 
     /* metrics buffer */
@@ -55,8 +57,11 @@ int ckpt__begin(sqlite3 *db, const char *what);
 int ckpt__commit(sqlite3 *db, const char *what);
 void ckpt__rollback(sqlite3 *db);
 
-/* Fails with CKPT_EREADONLY if the store was opened read-only. */
+/* Fails with CKPT_EREADONLY if the store was opened read-only, CKPT_EIO if
+ * an earlier write failed with an I/O error. */
 int ckpt__writable(ckpt_store *s, const char *what);
+/* Returns rc; after CKPT_EIO the handle refuses every further write. */
+int ckpt__poison(ckpt_store *s, int rc);
 
 /* Run id (and current branch id) of a run by name.
  * Errors: CKPT_ENOTFOUND naming the run. */

@@ -453,7 +453,7 @@ fail:
     ckpt__free(t->name);
     ckpt__free(t->chunks);
     w->failed = 1;
-    return rc;
+    return ckpt__poison(w->s, rc);
 }
 
 int ckpt__metrics_write(ckpt_store *s);
@@ -587,9 +587,11 @@ int ckpt_writer_commit(ckpt_writer *w, int64_t *out_id)
     if (out_id)
         *out_id = id;
 out:
-    if (rc)
+    if (rc) {
         ckpt__err_prefix(rc, "run '%s' epoch %lld step %lld", w->run, (long long)w->epoch,
                          (long long)w->step);
+        ckpt__poison(s, rc);
+    }
     writer_free(w);
     return rc;
 }

@@ -13,7 +13,6 @@
 #include "error.h"
 
 /* error.c's allocator switch, without SQLite's (ckpt_set_allocator lives in store.c). */
-int ckpt__set_allocator_only(const ckpt_allocator *a);
 
 static const int all_modes[] = {CKPT_CODEC_AUTO, CKPT_CODEC_RAW, CKPT_CODEC_PLANES,
                                 CKPT_CODEC_DELTA};

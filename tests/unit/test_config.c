@@ -19,7 +19,6 @@
 #include "error.h"
 
 /* in error.c; lets the test route ckpt__malloc without touching SQLite */
-int ckpt__set_allocator_only(const ckpt_allocator *a);
 
 /* ---------------------------------------------------------------- helpers */
 
