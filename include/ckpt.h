@@ -148,7 +148,7 @@ enum {
     CKPT_PARAM_CODEC = 1,      /* CKPT_CODEC_*; default CKPT_CODEC_AUTO */
     CKPT_PARAM_LEVEL = 2,      /* zstd level 1..19; default 1 */
     CKPT_PARAM_THREADS = 3,    /* worker threads for hashing/encoding; 0 = one per core */
-    CKPT_PARAM_CHUNK_SIZE = 4, /* bytes per chunk, 64 KiB..64 MiB; default 4 MiB */
+    CKPT_PARAM_CHUNK_SIZE = 4, /* bytes per chunk, a multiple of 1 MiB up to 64 MiB; default 4 MiB */
     CKPT_PARAM_METRICS_FLUSH_MS = 5 /* max age of a buffered metric; default 2000 */
 };
 enum {
@@ -157,11 +157,20 @@ enum {
     CKPT_CODEC_PLANES = 2,/* byte-plane split by dtype width, zstd on planes where it pays */
     CKPT_CODEC_DELTA = 3  /* (stored only) XOR against a base chunk, then planes */
 };
-/* Sets a parameter for this handle (and, with ckpt_store_save_params, for the
- * store). Errors: CKPT_EINVAL (unknown param or value out of bounds). */
+/* Sets a parameter for this handle. Codec, level and chunk size start from
+ * the store's saved defaults (see ckpt_save_params); a run whose YAML config
+ * has `ckpt: {codec: raw|planes|auto, level: N}` overrides codec and level
+ * for its own checkpoints. Errors: CKPT_EINVAL (unknown param or value out
+ * of bounds; the chunk size must be a multiple of 1 MiB). */
 CKPT_API int ckpt_set_param(ckpt_store *s, int param, int64_t value);
 CKPT_API int ckpt_get_param(ckpt_store *s, int param, int64_t *out);
 CKPT_API int ckpt_param_bounds(int param, int64_t *out_min, int64_t *out_max);
+/* Saves this handle's codec, level and chunk size as the store's defaults
+ * for every later open. Errors: CKPT_EREADONLY, write errors. */
+CKPT_API int ckpt_save_params(ckpt_store *s);
+/* Parses a codec name ("auto", "raw", "planes") into CKPT_CODEC_*, or
+ * CKPT_EINVAL. */
+CKPT_API int ckpt_codec_parse(const char *name);
 
 /* The SQLite connection to the main database, for read-only queries on the
  * documented views. Borrowed; valid until ckpt_close(). Do not change its

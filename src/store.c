@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -473,6 +474,58 @@ static int open_files(ckpt_store *s)
     return CKPT_OK;
 }
 
+int ckpt_codec_parse(const char *name)
+{
+    static const char *const names[] = {"auto", "raw", "planes"};
+    for (int i = 0; name && i < 3; i++)
+        if (strcmp(name, names[i]) == 0)
+            return i; /* CKPT_CODEC_AUTO, _RAW, _PLANES */
+    return ckpt__err(CKPT_EINVAL, "unknown codec '%s' (expected auto, raw or planes)",
+                     name ? name : "(null)");
+}
+
+/* Store-wide defaults saved by ckpt_save_params(). */
+static int load_params(ckpt_store *s)
+{
+    static const struct {
+        const char *key;
+        int param;
+    } keys[] = {{"codec", CKPT_PARAM_CODEC}, {"level", CKPT_PARAM_LEVEL},
+                {"chunk_size", CKPT_PARAM_CHUNK_SIZE}};
+    for (size_t i = 0; i < 3; i++) {
+        char v[64];
+        int rc = meta_get(s->db, keys[i].key, v, sizeof v);
+        if (rc)
+            return rc;
+        if (!v[0])
+            continue;
+        char *end;
+        errno = 0;
+        long long x = strtoll(v, &end, 10);
+        if (errno || *end || ckpt_set_param(s, keys[i].param, x) != CKPT_OK)
+            return ckpt__err(CKPT_ECORRUPT, "%s: stored default %s = '%s' is invalid", s->path,
+                             keys[i].key, v);
+    }
+    return CKPT_OK;
+}
+
+int ckpt_save_params(ckpt_store *s)
+{
+    int rc = ckpt__writable(s, "saving store defaults");
+    if (rc || (rc = ckpt__begin(s->db, "saving store defaults")))
+        return rc;
+    char v[3][32];
+    snprintf(v[0], 32, "%lld", (long long)s->codec);
+    snprintf(v[1], 32, "%lld", (long long)s->level);
+    snprintf(v[2], 32, "%lld", (long long)s->chunk_size);
+    if ((rc = meta_set(s->db, "codec", v[0])) || (rc = meta_set(s->db, "level", v[1])) ||
+        (rc = meta_set(s->db, "chunk_size", v[2]))) {
+        ckpt__rollback(s->db);
+        return rc;
+    }
+    return ckpt__poison(s, ckpt__commit(s->db, "saving store defaults"));
+}
+
 int ckpt_open(ckpt_store **out, const char *path, const ckpt_open_opts *opts)
 {
     *out = NULL;
@@ -508,6 +561,8 @@ int ckpt_open(ckpt_store **out, const char *path, const ckpt_open_opts *opts)
     memcpy(s->cpath + n, "-chunks", sizeof "-chunks");
 
     int rc = open_files(s);
+    if (rc == CKPT_OK)
+        rc = load_params(s);
     if (rc != CKPT_OK) {
         int keep = rc;
         char msg[1024];

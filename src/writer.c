@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "chunks.h"
+#include "config.h"
 #include "error.h"
 #include "hash.h"
 #include "pool.h"
@@ -56,6 +57,7 @@ struct ckpt_writer {
     char *run;
     int64_t run_id, epoch, step;
     int64_t parent_id; /* head when the save began: source of delta bases */
+    int codec, level;  /* the store's, or the run config's ckpt.codec / ckpt.level */
     size_t chunk_size;
     int failed;
     int txn_open;
@@ -98,6 +100,41 @@ static void writer_free(ckpt_writer *w)
     ckpt__free(w);
 }
 
+/* A run's config may choose its codec: `ckpt: {codec: planes, level: 3}`. */
+static int run_codec(ckpt_store *s, int64_t run_id, ckpt_writer *w)
+{
+    sqlite3_stmt *st;
+    int rc = ckpt__prepare(s->db,
+                           "SELECT key, value FROM params WHERE run_id = ?"
+                           " AND key IN ('ckpt.codec', 'ckpt.level')",
+                           &st);
+    if (rc)
+        return rc;
+    sqlite3_bind_int64(st, 1, run_id);
+    while (rc == CKPT_OK && sqlite3_step(st) == SQLITE_ROW) {
+        const char *k = (const char *)sqlite3_column_text(st, 0);
+        const char *v = (const char *)sqlite3_column_text(st, 1);
+        if (strcmp(k, "ckpt.codec") == 0) {
+            int c = ckpt_codec_parse(v);
+            if (c < 0)
+                rc = ckpt__err_prefix(c, "run config key ckpt.codec");
+            else
+                w->codec = c;
+        } else {
+            int64_t lvl = 0, lo, hi;
+            ckpt_param_bounds(CKPT_PARAM_LEVEL, &lo, &hi);
+            if (!v || ckpt__config_int_value(v, &lvl) || lvl < lo || lvl > hi)
+                rc = ckpt__err(CKPT_EINVAL, "run config key ckpt.level: '%s' is not a zstd level "
+                                            "%lld..%lld", v ? v : "null", (long long)lo,
+                               (long long)hi);
+            else
+                w->level = (int)lvl;
+        }
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
 int ckpt_writer_begin(ckpt_writer **out, ckpt_store *s, const char *run, int64_t epoch,
                       int64_t step)
 {
@@ -126,6 +163,12 @@ int ckpt_writer_begin(ckpt_writer **out, ckpt_store *s, const char *run, int64_t
         ckpt__free(w->run);
         ckpt__free(w);
         return ckpt__err(CKPT_ENOMEM, "out of memory");
+    }
+    w->codec = (int)s->codec;
+    w->level = (int)s->level;
+    if ((rc = run_codec(s, run_id, w)) != CKPT_OK) {
+        writer_free(w);
+        return rc;
     }
     ckpt_checkpoint_info head;
     rc = ckpt_head(s, run, &head);
@@ -194,7 +237,7 @@ static int parent_chunks(ckpt_writer *w, const char *name, int dtype, int64_t **
 {
     *out = NULL;
     *n = 0;
-    if (!w->parent_id || w->s->codec == CKPT_CODEC_RAW || w->s->codec == CKPT_CODEC_PLANES)
+    if (!w->parent_id || w->codec == CKPT_CODEC_RAW || w->codec == CKPT_CODEC_PLANES)
         return CKPT_OK;
     sqlite3_stmt *st;
     int rc = ckpt__prepare(w->s->db,
@@ -259,8 +302,8 @@ static int prepare_slot(ckpt_writer *w, wslot *j, const uint8_t *p, size_t len, 
     j->src = p;
     j->len = len;
     j->elem = elem;
-    j->mode = (int)s->codec;
-    j->level = (int)s->level;
+    j->mode = w->codec;
+    j->level = w->level;
     j->base_len = 0;
     j->base_id = 0;
     j->msg[0] = 0;

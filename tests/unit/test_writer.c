@@ -212,6 +212,47 @@ static void test_writer__reopen_keeps_checkpoints(void **state)
     ckpt_close(s);
 }
 
+static void test_writer__codec_from_store_defaults_and_run_config(void **state)
+{
+    (void)state;
+    const char *dir;
+    ckpt_store *s = open_store(&dir);
+    /* Store default: raw, saved and seen by the next open. */
+    assert_int_equal(ckpt_set_param(s, CKPT_PARAM_CODEC, CKPT_CODEC_RAW), CKPT_OK);
+    assert_int_equal(ckpt_save_params(s), CKPT_OK);
+    ckpt_close(s);
+    assert_int_equal(ckpt_open(&s, tu_path(dir, "t.db"), NULL), CKPT_OK);
+    int64_t v;
+    assert_int_equal(ckpt_get_param(s, CKPT_PARAM_CODEC, &v), CKPT_OK);
+    assert_int_equal(v, CKPT_CODEC_RAW);
+    /* Compressible data: zeros. Raw by the store's default... */
+    size_t n = 1 << 20;
+    uint8_t *z = calloc(1, n);
+    z[7] = 1;
+    assert_int_equal(ckpt_run_create(s, "plain", NULL, 0), CKPT_OK);
+    int64_t id;
+    save_one(s, "plain", 0, "z", z, n, &id);
+    ckpt_checkpoint_info ci;
+    assert_int_equal(ckpt_head(s, "plain", &ci), CKPT_OK);
+    assert_int_equal(ci.stored_bytes, n);
+    /* ...compressed for a run whose config asks for planes. */
+    const char *cfg = "ckpt:\n  codec: planes\n  level: 3\n";
+    assert_int_equal(ckpt_run_create(s, "packed", cfg, strlen(cfg)), CKPT_OK);
+    z[9] = 2; /* not a dedup hit */
+    save_one(s, "packed", 0, "z", z, n, &id);
+    assert_int_equal(ckpt_head(s, "packed", &ci), CKPT_OK);
+    assert_true(ci.stored_bytes < n / 100);
+    /* A bad codec in a run config is refused at save time, naming the key. */
+    const char *bad = "ckpt: {codec: lzma}\n";
+    assert_int_equal(ckpt_run_create(s, "bad", bad, strlen(bad)), CKPT_OK);
+    ckpt_writer *w;
+    assert_int_equal(ckpt_writer_begin(&w, s, "bad", 0, 0), CKPT_EINVAL);
+    assert_non_null(strstr(ckpt_errmsg(), "ckpt.codec"));
+    assert_int_equal(ckpt_codec_parse("planes"), CKPT_CODEC_PLANES);
+    free(z);
+    ckpt_close(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -220,6 +261,7 @@ int main(void)
         cmocka_unit_test(test_writer__dedup_across_checkpoints_and_runs),
         cmocka_unit_test(test_writer__abort_and_failed_put_leave_nothing_visible),
         cmocka_unit_test(test_writer__reopen_keeps_checkpoints),
+        cmocka_unit_test(test_writer__codec_from_store_defaults_and_run_config),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,10 +1,32 @@
-/* cmd_init.c - `ckpt init`: create (or check and upgrade) a store. */
+/* cmd_init.c - `ckpt init [--codec C] [--level N] [--chunk-mib N]`: create
+ * (or check and upgrade) a store, optionally saving its codec defaults. */
 #include "cli.h"
 
 int cmd_init(cli *c)
 {
-    if (c->argc > 0)
-        return cli_usage("init", "unexpected argument '%s'", c->argv[0]);
+    const char *codec = NULL, *level = NULL, *chunk = NULL;
+    cli_opt opts[] = {{"--codec", 1, &codec}, {"--level", 1, &level}, {"--chunk-mib", 1, &chunk}, {0}};
+    const char *pos[1];
+    int np = cli_getopt(c, "init", opts, pos, 0);
+    if (np < 0)
+        return EXIT_USAGE;
+    if (codec || level || chunk) {
+        int64_t v;
+        if (codec) {
+            int k = ckpt_codec_parse(codec);
+            if (k < 0)
+                return cli_usage("init", "%s", ckpt_errmsg());
+            ckpt_set_param(cli_store, CKPT_PARAM_CODEC, k);
+        }
+        if (level && (cli_parse_i64(level, 1, 19, &v) || ckpt_set_param(cli_store, CKPT_PARAM_LEVEL, v)))
+            return cli_usage("init", "--level '%s' is not a zstd level 1..19", level);
+        if (chunk && (cli_parse_i64(chunk, 1, 64, &v) ||
+                      ckpt_set_param(cli_store, CKPT_PARAM_CHUNK_SIZE, v << 20)))
+            return cli_usage("init", "--chunk-mib '%s' is not a size 1..64", chunk);
+        int rc = ckpt_save_params(cli_store);
+        if (rc)
+            return cli_fail("init", rc);
+    }
     sqlite3 *db = ckpt_store_db(cli_store);
     sqlite3_stmt *st;
     long long runs = 0, cps = 0;
@@ -16,10 +38,22 @@ int cmd_init(cli *c)
         }
         sqlite3_finalize(st);
     }
-    if (c->json)
-        printf("{\"path\": "), json_str(stdout, c->db_path),
-            printf(", \"runs\": %lld, \"checkpoints\": %lld}\n", runs, cps);
-    else
-        printf("ckpt store %s: %lld run(s), %lld checkpoint(s)\n", c->db_path, runs, cps);
+    int64_t k = 0, lvl = 0, cs = 0;
+    ckpt_get_param(cli_store, CKPT_PARAM_CODEC, &k);
+    ckpt_get_param(cli_store, CKPT_PARAM_LEVEL, &lvl);
+    ckpt_get_param(cli_store, CKPT_PARAM_CHUNK_SIZE, &cs);
+    static const char *const names[] = {"auto", "raw", "planes"};
+    const char *kn = k >= 0 && k <= 2 ? names[k] : "?";
+    if (c->json) {
+        printf("{\"path\": ");
+        json_str(stdout, c->db_path);
+        printf(", \"runs\": %lld, \"checkpoints\": %lld, \"codec\": \"%s\", \"level\": %lld,"
+               " \"chunk_size\": %lld}\n",
+               runs, cps, kn, (long long)lvl, (long long)cs);
+    } else {
+        printf("ckpt store %s: %lld run(s), %lld checkpoint(s); codec %s, level %lld, chunks of "
+               "%lld MiB\n",
+               c->db_path, runs, cps, kn, (long long)lvl, (long long)(cs >> 20));
+    }
     return EXIT_OK;
 }

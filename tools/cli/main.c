@@ -11,9 +11,12 @@
 ckpt_store *cli_store;
 
 static const command commands[] = {
-    {"init", cmd_init, "init", "create an empty store (or check an existing one)",
+    {"init", cmd_init, "init [--codec auto|raw|planes] [--level N] [--chunk-mib N]",
+     "create an empty store (or check an existing one)",
      "Creates PATH and PATH-chunks if they do not exist. On an existing store it\n"
-     "upgrades the schema if needed and reports what it found.\n", 2},
+     "upgrades the schema if needed and reports what it found. --codec, --level\n"
+     "(zstd 1..19) and --chunk-mib save the store's defaults for later saves; a\n"
+     "run can override codec and level in its YAML config: ckpt: {codec: raw}.\n", 2},
     {"runs", cmd_runs, "runs [--json]", "list runs with status, checkpoints and latest metrics",
      "One row per run: name, status (new, running, finished, interrupted: its process\n"
      "died without finishing), number of checkpoints, last epoch, head (EPOCH@STEP),\n"

@@ -24,9 +24,7 @@ int cli_usage(const char *cmd, const char *fmt, ...)
     va_start(ap, fmt);
     vfprintf(stderr, fmt, ap);
     va_end(ap);
-    fprintf(stderr, "\n(see ckpt %s--help)\n", cmd ? cmd : "");
-    if (cmd)
-        fprintf(stderr, "%s", ""); /* keep format simple */
+    fprintf(stderr, "\n(see `ckpt %s%s--help`)\n", cmd ? cmd : "", cmd ? " " : "");
     return EXIT_USAGE;
 }
 

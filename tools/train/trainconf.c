@@ -293,6 +293,10 @@ static int on_param(void *vctx, const char *key, const char *value, int type)
     parse_ctx *p = vctx;
     tr_config *c = p->c;
     int k;
+    /* ckpt.codec / ckpt.level are the store's business: the library reads
+     * them from the run's params (and refuses bad values at save time). */
+    if (strcmp(key, "ckpt.codec") == 0 || strcmp(key, "ckpt.level") == 0)
+        return 0;
     for (k = 0; k < K_COUNT; k++)
         if (strcmp(key, key_names[k]) == 0)
             break;
