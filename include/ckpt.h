@@ -253,6 +253,19 @@ CKPT_API int ckpt_checkpoint_find(ckpt_store *s, const char *run, int64_t epoch,
  * write errors. */
 CKPT_API int ckpt_rollback(ckpt_store *s, const char *run, int64_t checkpoint_id);
 
+/* Deletes a checkpoint that is not its run's head: its manifest goes, its
+ * children take its parent as theirs, metrics stay. The bytes it alone
+ * used are freed by ckpt_gc(). Errors: CKPT_ENOTFOUND, CKPT_EINVAL (the
+ * head), write errors. */
+CKPT_API int ckpt_checkpoint_delete(ckpt_store *s, int64_t checkpoint_id);
+
+/* Removes chunks no checkpoint refers to, directly or as the base of a
+ * delta that stays, and chunks left by saves that crashed. Fails with
+ * CKPT_EBUSY (changing nothing) while any process saves or reads this
+ * store. Freed space is reused by later saves. Errors: CKPT_EBUSY, write
+ * errors. */
+CKPT_API int ckpt_gc(ckpt_store *s, uint64_t *out_chunks, uint64_t *out_bytes);
+
 /* Parses a checkpoint reference "RUN" or "RUN@EPOCH" into run (a buffer of
  * run_cap bytes) and *epoch (CKPT_HEAD for "RUN"). Errors: CKPT_EINVAL. */
 CKPT_API int ckpt_ref_parse(const char *ref, char *run, size_t run_cap, int64_t *epoch);

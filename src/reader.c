@@ -49,6 +49,7 @@ struct ckpt_reader {
     int64_t scratch_id; /* chunk held in scratch, 0 if none */
     rslot *slots;
     size_t nslots;
+    int lock_fd; /* shared flock on PATH-lock: no gc while we read */
 };
 
 void ckpt_reader_close(ckpt_reader *r)
@@ -69,6 +70,7 @@ void ckpt_reader_close(ckpt_reader *r)
     }
     ckpt__free(r->slots);
     ckpt__chunk_io_free(&r->io);
+    ckpt__unlock(r->lock_fd);
     ckpt__free(r);
 }
 
@@ -182,7 +184,10 @@ int ckpt_reader_open_id(ckpt_reader **out, ckpt_store *s, int64_t checkpoint_id)
     if (!r)
         return ckpt__err(CKPT_ENOMEM, "out of memory");
     r->s = s;
+    r->lock_fd = -1;
     int rc = ckpt__chunk_io_init(&r->io);
+    if (rc == CKPT_OK)
+        rc = ckpt__lock(s, 0, 1, &r->lock_fd);
     int64_t run_id = 0;
     /* One read transaction: the checkpoint row and its manifest agree. */
     if (rc == CKPT_OK)

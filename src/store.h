@@ -73,6 +73,11 @@ int ckpt__checkpoint_get(ckpt_store *s, int64_t id, ckpt_checkpoint_info *out, i
 /* Starts s->pool if needed (CKPT_PARAM_THREADS workers, 0 = one per core). */
 int ckpt__store_pool(ckpt_store *s);
 
+/* flock on PATH-lock: shared by saves and readers, exclusive by gc.
+ * *out_fd is -1 when no lock could be taken on a read-only store. */
+int ckpt__lock(ckpt_store *s, int exclusive, int wait, int *out_fd);
+void ckpt__unlock(int fd);
+
 /* Wall time. */
 int64_t ckpt__now_us(void);
 double ckpt__now_s(void);

@@ -70,6 +70,7 @@ struct ckpt_writer {
     size_t cmp_cap;
     wslot *slots;
     size_t nslots;
+    int lock_fd; /* shared flock on PATH-lock: no gc while we save */
 };
 
 static void free_tensors(ckpt_writer *w)
@@ -88,6 +89,7 @@ static void writer_free(ckpt_writer *w)
     if (w->txn_open)
         ckpt__rollback(w->s->cdb);
     w->s->writer_active = 0;
+    ckpt__unlock(w->lock_fd);
     free_tensors(w);
     ckpt__chunk_io_free(&w->io);
     ckpt__free(w->cmp);
@@ -154,6 +156,7 @@ int ckpt_writer_begin(ckpt_writer **out, ckpt_store *s, const char *run, int64_t
     if (!w)
         return ckpt__err(CKPT_ENOMEM, "out of memory");
     w->s = s;
+    w->lock_fd = -1;
     w->run_id = run_id;
     w->epoch = epoch;
     w->step = step;
@@ -166,7 +169,7 @@ int ckpt_writer_begin(ckpt_writer **out, ckpt_store *s, const char *run, int64_t
     }
     w->codec = (int)s->codec;
     w->level = (int)s->level;
-    if ((rc = run_codec(s, run_id, w)) != CKPT_OK) {
+    if ((rc = run_codec(s, run_id, w)) != CKPT_OK || (rc = ckpt__lock(s, 0, 1, &w->lock_fd))) {
         writer_free(w);
         return rc;
     }

@@ -70,6 +70,15 @@ grep -q '"run": "example", "status": "new"' "$T/out" && ok "runs --json" || bad 
 expect 0 "$CKPT" verify
 expect 0 "$CKPT" verify example@2
 
+# Prune: the head is refused; an abandoned checkpoint goes, the rest stays intact.
+expect 1 "$CKPT" prune example@1
+grep -q "head" "$T/err" && ok "prune refuses the head" || bad "prune head message: $(cat "$T/err")"
+expect 0 "$CKPT" prune example@3 --json
+grep -q '"deleted": 1' "$T/out" && ok "prune --json" || bad "prune output: $(cat "$T/out")"
+[ "$("$CKPT" list example | grep -c '^example ')" = 2 ] && ok "two checkpoints left" || bad "list after prune"
+expect 0 "$CKPT" verify
+expect 0 "$CKPT" gc
+
 # Usage errors exit 2; unknown objects exit 1 with a message naming them.
 expect 2 "$CKPT" bogus
 expect 2 "$CKPT" show
@@ -82,7 +91,7 @@ expect 1 "$CKPT" show nosuchrun
 grep -q nosuchrun "$T/err" && ok "names the missing run" || bad "missing run message: $(cat "$T/err")"
 expect 1 "$CKPT" show example@42
 grep -q "epoch 42" "$T/err" && ok "names the missing epoch" || bad "missing epoch message: $(cat "$T/err")"
-for c in init runs list show restore import metrics verify log; do
+for c in init runs list show restore import metrics verify log prune gc; do
     expect 0 "$CKPT" "$c" --help
 done
 expect 0 "$CKPT" --help

@@ -73,6 +73,8 @@ int cmd_import(cli *c);
 int cmd_metrics(cli *c);
 int cmd_verify(cli *c);
 int cmd_log(cli *c);
+int cmd_prune(cli *c);
+int cmd_gc(cli *c);
 
 extern ckpt_store *cli_store;
 

@@ -49,6 +49,14 @@ static const command commands[] = {
      "Runs SQLite's integrity check on both files and checks every chunk of every\n"
      "checkpoint (or of REF: RUN for all of the run's checkpoints, RUN@EPOCH for one)\n"
      "against its hash. Names every damaged tensor; exits 1 if anything is damaged.\n", 1},
+    {"prune", cmd_prune, "prune RUN@EPOCH... [--no-gc] [--json]", "delete checkpoints and free their space",
+     "Deletes the given checkpoints (never a run's head: roll back first), then frees\n"
+     "the chunks nothing refers to. A chunk used by a later checkpoint, or as the\n"
+     "base of a delta one uses, stays: deleting never breaks another checkpoint.\n"
+     "Metrics stay. Fails without changing anything while a save or restore runs.\n", 3},
+    {"gc", cmd_gc, "gc [--json]", "free chunks that nothing refers to",
+     "Frees the chunks no checkpoint uses (left by deletions or by saves that\n"
+     "crashed). Fails without changing anything while a save or restore runs.\n", 3},
     {"log", cmd_log, "log RUN [--json]", "draw a run's lineage with its branches",
      "Draws the tree of checkpoints: rollbacks create branches; the head is marked\n"
      "and abandoned checkpoints are labelled.\n", 1},
