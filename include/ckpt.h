@@ -366,6 +366,16 @@ typedef void (*ckpt_verify_fn)(void *ctx, const char *run, int64_t epoch, int64_
 CKPT_API int ckpt_verify(ckpt_store *s, const char *run, int64_t epoch, ckpt_verify_fn fn,
                          void *ctx, uint64_t *out_damaged);
 
+/* Checks every chunk of one checkpoint (no SQLite integrity check): CKPT_OK,
+ * or CKPT_ECORRUPT with each damaged tensor reported through fn. */
+CKPT_API int ckpt_checkpoint_verify(ckpt_store *s, int64_t checkpoint_id, ckpt_verify_fn fn,
+                                    void *ctx, uint64_t *out_damaged);
+
+/* The newest checkpoint on the run's line (the head, then its ancestors)
+ * whose data is intact: what to fall back to when the head is damaged.
+ * Errors: CKPT_ENOTFOUND, CKPT_ENOCHECKPOINT (none intact, or none at all). */
+CKPT_API int ckpt_last_intact(ckpt_store *s, const char *run, ckpt_checkpoint_info *out);
+
 /* ---------------------------------------------------------------- safetensors */
 
 /* Writes a checkpoint as a safetensors file with run, epoch, step and config

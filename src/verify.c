@@ -94,6 +94,132 @@ static int integrity(sqlite3 *db, const char *path, ckpt_verify_fn fn, void *ctx
     return CKPT_OK;
 }
 
+typedef struct vstate {
+    idmap seen; /* chunk id -> 1 ok, 2 damaged: shared chunks are checked once */
+    uint8_t *buf;
+    size_t buf_cap;
+    ckpt__chunk_io io;
+} vstate;
+
+/* Checks every chunk of one checkpoint; reports each damaged tensor once.
+ * Returns an error only when the check itself cannot go on. */
+static int verify_one(ckpt_store *s, vstate *vs, int64_t id, ckpt_verify_fn fn, void *ctx,
+                      uint64_t *bad)
+{
+    int rc = CKPT_OK;
+    ckpt_reader *rd;
+    int orc = ckpt_reader_open_id(&rd, s, id);
+    if (orc == CKPT_ECORRUPT) {
+        (*bad)++;
+        if (fn)
+            fn(ctx, NULL, -1, -1, NULL, ckpt_errmsg());
+        return CKPT_OK;
+    }
+    if (orc)
+        return orc;
+    const ckpt_checkpoint_info *ci = ckpt_reader_checkpoint(rd);
+    for (size_t i = 0; i < ckpt_reader_count(rd) && rc == CKPT_OK; i++) {
+        ckpt_tensor_info ti;
+        ckpt_reader_tensor(rd, i, &ti);
+        const int64_t *cids;
+        size_t nch, csize;
+        ckpt__reader_chunk_ids(rd, i, &cids, &nch, &csize);
+        char problem[1024] = "";
+        for (size_t c = 0; c < nch && !problem[0]; c++) {
+            uint8_t *v = idmap_slot(&vs->seen, cids[c], 0);
+            if (v && *v == 1)
+                continue;
+            uint64_t start = (uint64_t)c * csize;
+            size_t want = (size_t)(ti.nbytes - start < csize ? ti.nbytes - start : csize);
+            if (v && *v == 2) {
+                snprintf(problem, sizeof problem, "chunk %lld (bytes %llu..%llu) is damaged",
+                         (long long)cids[c], (unsigned long long)start,
+                         (unsigned long long)(start + want));
+                break;
+            }
+            ckpt__chunk_meta m;
+            int crc = ckpt__chunk_meta_get(s, cids[c], &m);
+            if (crc == CKPT_OK && m.raw_len != want)
+                crc = ckpt__err(CKPT_ECORRUPT, "chunk %lld holds %zu bytes, expected %zu",
+                                (long long)m.id, m.raw_len, want);
+            if (crc == CKPT_OK && vs->buf_cap < want) {
+                uint8_t *p = ckpt__realloc(vs->buf, want);
+                if (!p) {
+                    rc = ckpt__err(CKPT_ENOMEM, "out of memory");
+                    break;
+                }
+                vs->buf = p;
+                vs->buf_cap = want;
+            }
+            if (crc == CKPT_OK)
+                crc = ckpt__chunk_read(s, &vs->io, &m, vs->buf);
+            if (crc == CKPT_ENOMEM || crc == CKPT_EBUSY) {
+                rc = crc;
+                break;
+            }
+            uint8_t *slot = idmap_slot(&vs->seen, cids[c], 1);
+            if (!slot) {
+                rc = ckpt__err(CKPT_ENOMEM, "out of memory");
+                break;
+            }
+            *slot = crc == CKPT_OK ? 1 : 2;
+            if (crc != CKPT_OK)
+                snprintf(problem, sizeof problem, "bytes %llu..%llu: %s",
+                         (unsigned long long)start, (unsigned long long)(start + want),
+                         ckpt_errmsg());
+        }
+        if (problem[0]) {
+            (*bad)++;
+            if (fn)
+                fn(ctx, ckpt_reader_run(rd), ci->epoch, ci->step, ti.name, problem);
+        }
+    }
+    ckpt_reader_close(rd);
+    return rc;
+}
+
+int ckpt_checkpoint_verify(ckpt_store *s, int64_t id, ckpt_verify_fn fn, void *ctx,
+                           uint64_t *out_damaged)
+{
+    uint64_t bad = 0;
+    vstate vs = {0};
+    int rc = ckpt__chunk_io_init(&vs.io);
+    if (rc == CKPT_OK)
+        rc = verify_one(s, &vs, id, fn, ctx, &bad);
+    ckpt__chunk_io_free(&vs.io);
+    ckpt__free(vs.buf);
+    ckpt__free(vs.seen.keys);
+    ckpt__free(vs.seen.vals);
+    if (out_damaged)
+        *out_damaged = bad;
+    if (rc)
+        return rc;
+    if (bad)
+        return ckpt__err(CKPT_ECORRUPT, "checkpoint %lld: %llu damaged tensor(s)", (long long)id,
+                         (unsigned long long)bad);
+    return CKPT_OK;
+}
+
+int ckpt_last_intact(ckpt_store *s, const char *run, ckpt_checkpoint_info *out)
+{
+    ckpt_checkpoint_info ci;
+    int rc = ckpt_head(s, run, &ci);
+    while (rc == CKPT_OK) {
+        rc = ckpt_checkpoint_verify(s, ci.id, NULL, NULL, NULL);
+        if (rc == CKPT_OK) {
+            *out = ci;
+            return CKPT_OK;
+        }
+        if (rc != CKPT_ECORRUPT)
+            return rc;
+        if (!ci.parent)
+            return ckpt__err(CKPT_ENOCHECKPOINT, "run '%s' has no intact checkpoint on its line",
+                             run);
+        rc = ckpt__checkpoint_get(s, ci.parent, &ci, NULL);
+    }
+    return rc;
+}
+
 int ckpt_verify(ckpt_store *s, const char *run, int64_t epoch, ckpt_verify_fn fn, void *ctx,
                 uint64_t *out_damaged)
 {
@@ -146,88 +272,14 @@ int ckpt_verify(ckpt_store *s, const char *run, int64_t epoch, ckpt_verify_fn fn
         return ckpt__sqlerr(s->db, r, "listing checkpoints");
     }
 
-    idmap seen = {0};
-    uint8_t *buf = NULL;
-    size_t buf_cap = 0;
-    ckpt__chunk_io io;
-    rc = ckpt__chunk_io_init(&io);
-    for (size_t k = 0; k < nids && rc == CKPT_OK; k++) {
-        ckpt_reader *rd;
-        int orc = ckpt_reader_open_id(&rd, s, ids[k]);
-        if (orc == CKPT_ECORRUPT) {
-            bad++;
-            if (fn)
-                fn(ctx, NULL, -1, -1, NULL, ckpt_errmsg());
-            continue;
-        }
-        if (orc) {
-            rc = orc;
-            break;
-        }
-        const ckpt_checkpoint_info *ci = ckpt_reader_checkpoint(rd);
-        for (size_t i = 0; i < ckpt_reader_count(rd) && rc == CKPT_OK; i++) {
-            ckpt_tensor_info ti;
-            ckpt_reader_tensor(rd, i, &ti);
-            /* Chunk list straight from the reader's manifest. */
-            const int64_t *cids;
-            size_t nch, csize;
-            ckpt__reader_chunk_ids(rd, i, &cids, &nch, &csize);
-            char problem[1024] = "";
-            for (size_t c = 0; c < nch && !problem[0]; c++) {
-                uint8_t *v = idmap_slot(&seen, cids[c], 0);
-                if (v && *v == 1)
-                    continue;
-                uint64_t start = (uint64_t)c * csize;
-                size_t want = (size_t)(ti.nbytes - start < csize ? ti.nbytes - start : csize);
-                if (v && *v == 2) {
-                    snprintf(problem, sizeof problem, "chunk %lld (bytes %llu..%llu) is damaged",
-                             (long long)cids[c], (unsigned long long)start,
-                             (unsigned long long)(start + want));
-                    break;
-                }
-                ckpt__chunk_meta m;
-                int crc = ckpt__chunk_meta_get(s, cids[c], &m);
-                if (crc == CKPT_OK && m.raw_len != want)
-                    crc = ckpt__err(CKPT_ECORRUPT, "chunk %lld holds %zu bytes, expected %zu",
-                                    (long long)m.id, m.raw_len, want);
-                if (crc == CKPT_OK && buf_cap < want) {
-                    uint8_t *p = ckpt__realloc(buf, want);
-                    if (!p) {
-                        rc = ckpt__err(CKPT_ENOMEM, "out of memory");
-                        break;
-                    }
-                    buf = p;
-                    buf_cap = want;
-                }
-                if (crc == CKPT_OK)
-                    crc = ckpt__chunk_read(s, &io, &m, buf);
-                if (crc == CKPT_ENOMEM || crc == CKPT_EBUSY) {
-                    rc = crc;
-                    break;
-                }
-                uint8_t *slot = idmap_slot(&seen, cids[c], 1);
-                if (!slot) {
-                    rc = ckpt__err(CKPT_ENOMEM, "out of memory");
-                    break;
-                }
-                *slot = crc == CKPT_OK ? 1 : 2;
-                if (crc != CKPT_OK)
-                    snprintf(problem, sizeof problem, "bytes %llu..%llu: %s",
-                             (unsigned long long)start, (unsigned long long)(start + want),
-                             ckpt_errmsg());
-            }
-            if (problem[0]) {
-                bad++;
-                if (fn)
-                    fn(ctx, ckpt_reader_run(rd), ci->epoch, ci->step, ti.name, problem);
-            }
-        }
-        ckpt_reader_close(rd);
-    }
-    ckpt__chunk_io_free(&io);
-    ckpt__free(buf);
-    ckpt__free(seen.keys);
-    ckpt__free(seen.vals);
+    vstate vs = {0};
+    rc = ckpt__chunk_io_init(&vs.io);
+    for (size_t k = 0; k < nids && rc == CKPT_OK; k++)
+        rc = verify_one(s, &vs, ids[k], fn, ctx, &bad);
+    ckpt__chunk_io_free(&vs.io);
+    ckpt__free(vs.buf);
+    ckpt__free(vs.seen.keys);
+    ckpt__free(vs.seen.vals);
     ckpt__free(ids);
     if (out_damaged)
         *out_damaged = bad;

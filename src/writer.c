@@ -329,6 +329,48 @@ static int prepare_slot(ckpt_writer *w, wslot *j, const uint8_t *p, size_t len, 
     return CKPT_OK;
 }
 
+static int chunk_txn(ckpt_writer *w)
+{
+    if (w->txn_open)
+        return CKPT_OK;
+    int rc = ckpt__begin(w->s->cdb, "saving chunks");
+    if (rc == CKPT_OK)
+        w->txn_open = 1;
+    return rc;
+}
+
+/* The stored copy of this chunk is damaged, and we hold its true bytes
+ * (they hash the same): rewrite it in place. Every checkpoint sharing it
+ * is healed; it stays a full chunk since deltas may use it as a base. */
+static int repair_chunk(ckpt_writer *w, wslot *j, const ckpt__chunk_meta *m, int64_t *out_id)
+{
+    ckpt_store *s = w->s;
+    int delta = j->codec == CKPT__CODEC_DELTA;
+    const void *payload = (j->codec == CKPT__CODEC_RAW || delta) ? (const void *)j->src : j->enc;
+    size_t len = (j->codec == CKPT__CODEC_RAW || delta) ? j->len : j->enc_len;
+    sqlite3_stmt *st;
+    int rc = chunk_txn(w);
+    if (rc == CKPT_OK)
+        rc = ckpt__prepare(s->cdb,
+                           "UPDATE chunks SET codec = ?, base_id = NULL, raw_len = ?, data = ?"
+                           " WHERE id = ?",
+                           &st);
+    if (rc)
+        return rc;
+    sqlite3_bind_int(st, 1, delta ? CKPT__CODEC_RAW : j->codec);
+    sqlite3_bind_int64(st, 2, (int64_t)j->len);
+    sqlite3_bind_blob64(st, 3, payload, len, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 4, m->id);
+    int r = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (r != SQLITE_DONE)
+        return ckpt__sqlerr(s->cdb, r, "repairing a damaged chunk");
+    w->stored += len;
+    w->txn_bytes += len;
+    *out_id = m->id;
+    return CKPT_OK;
+}
+
 /* After the job: dedup (confirmed byte for byte), else insert. */
 static int finish_slot(ckpt_writer *w, const char *name, wslot *j, int64_t *out_id)
 {
@@ -351,8 +393,7 @@ static int finish_slot(ckpt_writer *w, const char *name, wslot *j, int64_t *out_
             }
         }
         if (rc == CKPT_ECORRUPT)
-            return ckpt__err_prefix(rc, "tensor '%s': the stored copy of an identical chunk is "
-                                        "damaged (run `ckpt verify`)", name);
+            return repair_chunk(w, j, &m, out_id);
         if (rc)
             return rc;
         return ckpt__err(CKPT_ERROR, "tensor '%s': XXH3-128 collision with chunk %lld", name,
@@ -360,11 +401,8 @@ static int finish_slot(ckpt_writer *w, const char *name, wslot *j, int64_t *out_
     }
     const void *payload = j->codec == CKPT__CODEC_RAW ? (const void *)j->src : j->enc;
     size_t enc_len = j->codec == CKPT__CODEC_RAW ? j->len : j->enc_len;
-    if (!w->txn_open) {
-        if ((rc = ckpt__begin(s->cdb, "saving chunks")))
-            return rc;
-        w->txn_open = 1;
-    }
+    if ((rc = chunk_txn(w)))
+        return rc;
     rc = ckpt__chunk_insert(s, j->hash, j->codec, j->codec == CKPT__CODEC_DELTA ? j->base_id : 0,
                             j->len, payload, enc_len, out_id);
     if (rc)

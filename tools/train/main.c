@@ -390,8 +390,25 @@ int main(int argc, char **argv)
                (double)bytes / 1e6);
     } else if (rc == CKPT_OK) {
         int had_optimizer = 0;
-        if (tr_state_load(s, o.run, head.id, &st, &had_optimizer) != 0)
+        if (tr_state_load(s, o.run, head.id, &st, &had_optimizer) != 0) {
+            /* A damaged head: say so and name what to fall back to. */
+            if (ckpt_checkpoint_verify(s, head.id, NULL, NULL, NULL) == CKPT_ECORRUPT) {
+                ckpt_checkpoint_info ok;
+                int lrc = ckpt_last_intact(s, o.run, &ok);
+                if (lrc == CKPT_OK)
+                    fprintf(stderr,
+                            "ckpt-train: the head of run %s (epoch %" PRId64 ", step %" PRId64
+                            ") is damaged; the newest intact checkpoint is epoch %" PRId64
+                            " (step %" PRId64 "). To continue from it: ckpt --db %s restore "
+                            "%s@%" PRId64 "\n",
+                            o.run, head.epoch, head.step, ok.epoch, ok.step, o.db, o.run,
+                            ok.epoch);
+                else
+                    fprintf(stderr, "ckpt-train: the head of run %s is damaged and %s\n", o.run,
+                            ckpt_errmsg());
+            }
             goto done;
+        }
         printf("run %s: resuming from checkpoint %" PRId64 " (epoch %" PRId64 ", step %" PRId64
                "), network %s, %zu train / %zu test examples, training to epoch %" PRId64 "\n",
                o.run, head.id, head.epoch, head.step, shape, train.n, test.n, epochs);
