@@ -359,10 +359,10 @@ static int64_t proc_start(long pid)
     char *p = strrchr(buf, ')'); /* the command name may hold spaces */
     if (!p)
         return 0;
-    p++;
-    for (int field = 2; field < 22 && p; field++) {
+    /* p is at the end of field 2; step over the 20 separators before
+     * field 22. */
+    for (int field = 2; field < 22 && p; field++)
         p = strchr(p + 1, ' ');
-    }
     if (!p)
         return 0;
     char *end;

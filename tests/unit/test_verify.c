@@ -136,16 +136,24 @@ static void flips_all_detected(int codec, int nflips)
     ckpt_close(s);
 }
 
+/* 1000 flips in all; CKPT_TEST_FLIPS lowers it (valgrind twin). */
+static int flips(int dflt)
+{
+    const char *e = getenv("CKPT_TEST_FLIPS");
+    int n = e ? atoi(e) : 0;
+    return n > 0 && n < dflt ? n : dflt;
+}
+
 static void test_verify__every_bit_flip_in_raw_chunks_detected(void **state)
 {
     (void)state;
-    flips_all_detected(CKPT_CODEC_RAW, 400);
+    flips_all_detected(CKPT_CODEC_RAW, flips(400));
 }
 
 static void test_verify__every_bit_flip_in_encoded_chunks_detected(void **state)
 {
     (void)state;
-    flips_all_detected(CKPT_CODEC_AUTO, 600);
+    flips_all_detected(CKPT_CODEC_AUTO, flips(600));
 }
 
 static void test_verify__names_damaged_tensor_and_exits_corrupt(void **state)
