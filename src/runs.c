@@ -124,13 +124,16 @@ static int insert_param(void *ctx, const char *key, const char *value, int type)
     static const char *const tn[] = {"?", "string", "int", "float", "bool", "null", "list"};
     struct param_ctx *p = ctx;
     sqlite3_reset(p->st);
-    sqlite3_bind_text(p->st, 2, key, -1, SQLITE_TRANSIENT);
-    if (type == CKPT_PARAM_T_NULL)
-        sqlite3_bind_null(p->st, 3);
-    else
-        sqlite3_bind_text(p->st, 3, value, -1, SQLITE_TRANSIENT);
+    /* TRANSIENT binds copy and can fail for memory: unchecked, a param
+     * would be stored with a NULL value (found by tests/fault). */
+    int r = sqlite3_bind_text(p->st, 2, key, -1, SQLITE_TRANSIENT);
+    if (r == SQLITE_OK)
+        r = type == CKPT_PARAM_T_NULL ? sqlite3_bind_null(p->st, 3)
+                                      : sqlite3_bind_text(p->st, 3, value, -1, SQLITE_TRANSIENT);
+    if (r != SQLITE_OK)
+        return ckpt__sqlerr(p->db, r, "storing config params");
     sqlite3_bind_text(p->st, 4, (type >= 1 && type <= 6) ? tn[type] : "?", -1, SQLITE_STATIC);
-    int r = sqlite3_step(p->st);
+    r = sqlite3_step(p->st);
     return r == SQLITE_DONE ? CKPT_OK : ckpt__sqlerr(p->db, r, "storing config params");
 }
 

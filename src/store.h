@@ -12,10 +12,20 @@
 #include "ckpt.h"
 
 typedef struct ckpt__metric {
-    int64_t run_id, branch_id, epoch, step;
+    int64_t epoch, step;
     double value, time;
-    char *name;
+    uint32_t series; /* index into the store's interned series */
+    uint32_t seq;    /* position in the buffer, for a stable sort */
 } ckpt__metric;
+
+/* A metric series (run, branch, name) seen by this handle. */
+typedef struct ckpt__mseries {
+    int64_t run_id, branch_id;
+    char *name;
+    int64_t id; /* metric_series.id, 0 until a flush assigns it */
+} ckpt__mseries;
+
+#define CKPT__STEP_BITS 40
 
 struct ckpt_store {
     sqlite3 *db;  /* main database */
@@ -35,6 +45,11 @@ struct ckpt_store {
     ckpt__metric *mbuf;
     size_t mlen, mcap;
     double moldest; /* time of the oldest buffered value, 0 if empty */
+    /* metric series seen by this handle (interned; hash index over them) */
+    ckpt__mseries *series;
+    size_t nseries, cap_series;
+    uint32_t *series_index; /* open addressing: index + 1, 0 empty */
+    size_t series_index_cap;
     /* last run resolved by name for metric logging */
     char *mrun;
     int64_t mrun_id, mrun_branch;

@@ -318,13 +318,16 @@ static int prepare_slot(ckpt_writer *w, wslot *j, const uint8_t *p, size_t len, 
         if (rc == CKPT_OK && bm.codec == CKPT__CODEC_DELTA)
             rc = ckpt__chunk_meta_get(s, bm.base_id, &bm);
         if (rc == CKPT_OK && (rc = grow(&j->base, &j->base_cap, bm.raw_len)) == CKPT_OK &&
-            ckpt__chunk_read(s, &w->io, &bm, j->base) == CKPT_OK) {
+            (rc = ckpt__chunk_read(s, &w->io, &bm, j->base)) == CKPT_OK) {
             j->base_len = bm.raw_len;
             j->base_id = bm.id;
         }
-        if (rc == CKPT_ENOMEM)
+        /* A damaged or missing base only means no delta. Any other error
+         * is the save's: on NOMEM/IOERR/FULL SQLite may have rolled back
+         * the open chunk transaction, and going on would end in "cannot
+         * commit - no transaction is active" (found by tests/fault). */
+        if (rc != CKPT_OK && rc != CKPT_ECORRUPT)
             return rc;
-        /* A damaged or missing base only means no delta. */
     }
     return CKPT_OK;
 }
@@ -540,7 +543,8 @@ fail:
     return ckpt__poison(w->s, rc);
 }
 
-int ckpt__metrics_write(ckpt_store *s);
+int ckpt__metrics_write(ckpt_store *s, size_t *first_new);
+void ckpt__metrics_forget_ids(ckpt_store *s, size_t first_new);
 void ckpt__metrics_clear(ckpt_store *s);
 
 static void shape_json(const wtensor *t, char *buf, size_t cap)
@@ -618,7 +622,13 @@ static int write_manifest(ckpt_writer *w, int64_t *out_id)
         sqlite3_bind_text(st, 3, t->name, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 4, ckpt_kind_name(t->kind), -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 5, ckpt_dtype_name(t->dtype), -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 6, shape, -1, SQLITE_TRANSIENT);
+        /* A TRANSIENT bind copies, so it can fail for memory; unchecked,
+         * the shape would be NULL and the save end in a misleading
+         * constraint error (found by tests/fault). */
+        if ((r = sqlite3_bind_text(st, 6, shape, -1, SQLITE_TRANSIENT)) != SQLITE_OK) {
+            rc = ckpt__sqlerr(s->db, r, "saving a checkpoint's manifest");
+            break;
+        }
         sqlite3_bind_int64(st, 7, (int64_t)t->nbytes);
         sqlite3_bind_blob(st, 8, t->hash, 16, SQLITE_STATIC);
         sqlite3_bind_int64(st, 9, (int64_t)w->chunk_size);
@@ -661,12 +671,16 @@ int ckpt_writer_commit(ckpt_writer *w, int64_t *out_id)
     if ((rc = ckpt__begin(s->db, "saving a checkpoint")))
         goto out;
     int64_t id = 0;
-    if ((rc = write_manifest(w, &id)) || (rc = ckpt__metrics_write(s))) {
+    size_t first_new = s->nseries;
+    if ((rc = write_manifest(w, &id)) || (rc = ckpt__metrics_write(s, &first_new))) {
         ckpt__rollback(s->db);
+        ckpt__metrics_forget_ids(s, first_new);
         goto out;
     }
-    if ((rc = ckpt__commit(s->db, "saving a checkpoint")))
+    if ((rc = ckpt__commit(s->db, "saving a checkpoint"))) {
+        ckpt__metrics_forget_ids(s, first_new);
         goto out;
+    }
     ckpt__metrics_clear(s); /* the metrics are in */
     if (out_id)
         *out_id = id;

@@ -74,17 +74,31 @@ CREATE TABLE tensors (
   UNIQUE (checkpoint_id, idx)
 );
 
-CREATE TABLE metrics (
+-- A series is one metric of one run on one branch. A value's key packs
+-- its series and its step (series_id * 2^40 + step; steps below 2^40), so
+-- values live in a plain rowid table: logging is an integer-keyed insert,
+-- several times faster than a composite key, and one series is one key
+-- range. The view `metrics` below gives readable rows.
+CREATE TABLE metric_series (
+  id        INTEGER PRIMARY KEY,
   run_id    INTEGER NOT NULL REFERENCES runs(id),
   branch_id INTEGER NOT NULL REFERENCES branches(id),
   name      TEXT NOT NULL,
-  step      INTEGER NOT NULL,
-  epoch     INTEGER NOT NULL,
-  value     REAL,
-  time      REAL NOT NULL,                 -- seconds since the Unix epoch
-  PRIMARY KEY (run_id, branch_id, name, step)
-) WITHOUT ROWID;
-CREATE INDEX metrics_epoch ON metrics(run_id, branch_id, epoch);
+  UNIQUE (run_id, branch_id, name)
+);
+
+CREATE TABLE metric_values (
+  key   INTEGER PRIMARY KEY,             -- series_id * 1099511627776 + step
+  epoch INTEGER NOT NULL,
+  value REAL,                            -- NULL for NaN
+  time  REAL NOT NULL                    -- seconds since the Unix epoch
+);
+
+CREATE VIEW metrics AS
+SELECT s.run_id, s.branch_id, s.name, v.key - s.id * 1099511627776 AS step, v.epoch, v.value,
+       v.time
+FROM metric_series s
+JOIN metric_values v ON v.key BETWEEN s.id * 1099511627776 AND s.id * 1099511627776 + 1099511627775;
 
 -- ---------------------------------------------------------------- views
 

@@ -139,6 +139,15 @@ static void test_runs__metric_relog_replaces_value(void **state)
     assert_int_equal(ckpt_metrics_flush(s), CKPT_OK);
     assert_int_equal(count(s, "SELECT count(*) FROM v_metrics"), 2);
     assert_true(value(s, "SELECT value FROM v_metrics WHERE step = 5") == 2.0);
+    /* A big batch (multi-row statements) with repeats: the last value wins. */
+    for (int k = 0; k < 3; k++)
+        for (int i = 0; i < 1000; i++)
+            assert_int_equal(ckpt_metric_log(s, "r", i % 2 ? "a" : "b", 1, 100 + i, k * 1000.0 + i), CKPT_OK);
+    assert_int_equal(ckpt_metrics_flush(s), CKPT_OK);
+    assert_int_equal(count(s, "SELECT count(*) FROM v_metrics WHERE step >= 100"), 1000);
+    assert_int_equal(count(s, "SELECT count(*) FROM v_metrics WHERE step >= 100 AND value = 2000 + step - 100"), 1000);
+    assert_int_equal(count(s, "SELECT count(*) FROM v_metrics WHERE name = 'a' AND step % 2 = 1"), 500);
+    assert_int_equal(ckpt_metric_log(s, "r", "x", 0, INT64_C(1) << 40, 1.0), CKPT_EINVAL);
     assert_int_equal(ckpt_metric_log(s, "nope", "loss", 0, 1, 1.0), CKPT_ENOTFOUND);
     assert_int_equal(ckpt_metric_log(s, "r", "", 0, 1, 1.0), CKPT_EINVAL);
     assert_int_equal(ckpt_metric_log(s, "r", "x", -1, 1, 1.0), CKPT_EINVAL);
