@@ -325,8 +325,9 @@ static int check_tensor_names(const ckpt__st_header *h, const char *path)
     return CKPT_OK;
 }
 
-/* Creates run (without config) unless it exists. */
-static int ensure_run(ckpt_store *s, const char *run)
+/* Creates run unless it exists, with the config a ckpt export recorded
+ * in __metadata__ ("ckpt.config"), so export -> import keeps it. */
+static int ensure_run(ckpt_store *s, const char *run, const ckpt__st_header *h)
 {
     ckpt_checkpoint_info ci;
     int rc = ckpt_head(s, run, &ci);
@@ -334,7 +335,13 @@ static int ensure_run(ckpt_store *s, const char *run)
         return CKPT_OK;
     if (rc != CKPT_ENOTFOUND)
         return rc;
-    rc = ckpt_run_create(s, run, NULL, 0);
+    const char *config = NULL;
+    for (size_t i = 0; i < h->nmeta; i++)
+        if (strcmp(h->meta_key[i], "ckpt.config") == 0)
+            config = h->meta_val[i];
+    rc = ckpt_run_create(s, run, config, config ? strlen(config) : 0);
+    if (rc == CKPT_EINVAL && config)
+        return ckpt__err_prefix(rc, "its __metadata__ \"ckpt.config\" is not a valid config");
     /* another process may have created it since ckpt_head */
     return rc == CKPT_EEXISTS ? CKPT_OK : rc;
 }
@@ -436,7 +443,7 @@ int ckpt_import_safetensors(ckpt_store *s, const char *path, const char *run, in
     }
 
     /* Everything about the file is checked: only now touch the store. */
-    if ((rc = ensure_run(s, run)) ||
+    if ((rc = ensure_run(s, run, &h)) ||
         (rc = store_tensors(s, &h, kinds, data, run, epoch, step, out_id)))
         rc = ckpt__err_prefix(rc, "importing %s into run '%s'", path, run);
 

@@ -101,6 +101,12 @@ echo "just text" > "$T/text.db"
 expect 1 "$CKPT" --db "$T/text.db" init
 [ "$(cat "$T/text.db")" = "just text" ] && [ ! -e "$T/text.db-chunks" ] && ok "text file untouched" || bad "text file changed"
 
+# An export carries the run's config; importing it into a new run keeps it.
+expect 0 "$CKPT" restore example@2 -o "$T/ex.safetensors"
+expect 0 "$CKPT" import "$T/ex.safetensors" --run excopy --epoch 2
+[ "$(sqlite3 "$db" "SELECT value FROM v_params WHERE run = 'excopy' AND key = 'optimizer.lr'")" = "0.001" ] \
+    && ok "import keeps the exported config" || bad "config lost on export/import"
+
 # Damage a chunk: verify names the tensor and exits 1; restore refuses.
 id=$(sqlite3 "$db-chunks" "SELECT id FROM chunks WHERE raw_len = 2400")
 sqlite3 "$db-chunks" "UPDATE chunks SET data = zeroblob(length(data)) WHERE id = $id" 2>/dev/null \
