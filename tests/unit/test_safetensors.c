@@ -907,7 +907,7 @@ static void test_st__export_import_export_roundtrips_everything(void **state)
     }
     ckpt__st_header_free(&h);
 
-    /* import into a new run: created, without config, checkpoint is head */
+    /* import into a new run: created with the exported config, checkpoint is head */
     int64_t id = 0;
     assert_int_equal(ckpt_import_safetensors(s, f1, "dst", 7, 70, &id), CKPT_OK);
     assert_true(id > 0);
@@ -917,9 +917,11 @@ static void test_st__export_import_export_roundtrips_everything(void **state)
     assert_int_equal(ci.epoch, 7);
     assert_int_equal(ci.step, 70);
     assert_int_equal(ci.ntensors, NSRC);
-    char *cfg = (char *)1;
+    char *cfg = NULL;
     assert_int_equal(ckpt_run_config(s, "dst", &cfg), CKPT_OK);
-    assert_null(cfg);
+    assert_non_null(cfg);
+    assert_string_equal(cfg, SRC_CONFIG);
+    ckpt_free(cfg);
 
     ckpt_reader *r;
     assert_int_equal(ckpt_reader_open(&r, s, "dst", 7), CKPT_OK);
@@ -953,7 +955,7 @@ static void test_st__export_import_export_roundtrips_everything(void **state)
                         fsize - 8 - h1.header_len);
     assert_string_equal(meta(&h2, "ckpt.run"), "dst");
     assert_string_equal(meta(&h2, "ckpt.epoch"), "7");
-    assert_null(meta(&h2, "ckpt.config"));
+    assert_string_equal(meta(&h2, "ckpt.config"), SRC_CONFIG);
     for (size_t i = 0; i < NSRC; i++) {
         assert_string_equal(h2.t[i].name, h1.t[i].name);
         assert_int_equal(h2.t[i].begin, h1.t[i].begin);
