@@ -21,7 +21,10 @@ static void canon(XXH128_hash_t h, uint8_t out[16])
 
 void ckpt__hash_chunk(const void *data, size_t n, uint8_t *leaves, uint8_t out[16])
 {
-    const uint8_t *p = data;
+    /* An empty chunk may come with data NULL (a zero-length buffer never
+     * allocated); NULL + 0 is undefined in C, so hash from "" instead
+     * (found by tests/fuzz, UBSan). */
+    const uint8_t *p = n ? data : (const void *)"";
     size_t nleaves = 0;
     for (size_t off = 0; off < n || (n == 0 && nleaves == 0); off += CKPT__LEAF_SIZE) {
         size_t len = n - off < CKPT__LEAF_SIZE ? n - off : CKPT__LEAF_SIZE;

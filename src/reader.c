@@ -207,7 +207,11 @@ int ckpt_reader_open_id(ckpt_reader **out, ckpt_store *s, int64_t checkpoint_id)
         }
         if (rc == CKPT_OK)
             rc = load_manifest(r);
-        ckpt__exec(s->db, "COMMIT", "reading a checkpoint");
+        /* A COMMIT that fails (it needs memory to parse) must not leave
+         * the read transaction open: the handle would see a frozen
+         * snapshot and refuse the next BEGIN (found by tests/fault). */
+        if (ckpt__exec(s->db, "COMMIT", "reading a checkpoint") != CKPT_OK)
+            ckpt__rollback(s->db);
     }
     if (rc) {
         ckpt_reader_close(r);

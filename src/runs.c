@@ -266,12 +266,14 @@ int ckpt_checkpoint_find(ckpt_store *s, const char *run, int64_t epoch, ckpt_che
     int rc = ckpt__run_id(s, run, &run_id, NULL);
     if (rc)
         return rc;
-    /* Prefer the checkpoint on the head's line, then the newest. */
+    /* Prefer the checkpoint on the head's line, then the newest. UNION,
+     * not UNION ALL: a damaged or hostile store may hold a parent_id cycle,
+     * which UNION ALL would follow forever (found by tests/fuzz). */
     sqlite3_stmt *st;
     if ((rc = ckpt__prepare(
              s->db,
              "WITH RECURSIVE anc(id) AS (SELECT head_id FROM runs WHERE id = ?1 AND head_id IS NOT NULL"
-             " UNION ALL SELECT c.parent_id FROM anc JOIN checkpoints c ON c.id = anc.id"
+             " UNION SELECT c.parent_id FROM anc JOIN checkpoints c ON c.id = anc.id"
              " WHERE c.parent_id IS NOT NULL)"
              " SELECT " CKPT_COLS " FROM checkpoints WHERE run_id = ?1 AND epoch = ?2"
              " ORDER BY (id IN (SELECT id FROM anc)) DESC, step DESC, id DESC LIMIT 1",

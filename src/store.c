@@ -67,6 +67,13 @@ int ckpt__prepare(sqlite3 *db, const char *sql, sqlite3_stmt **out)
 
 int ckpt__begin(sqlite3 *db, const char *what)
 {
+    /* A ROLLBACK that itself ran out of memory leaves the connection in
+     * the failed operation's transaction (holding its lock): end it here,
+     * or the handle would fail every write with "cannot start a
+     * transaction within a transaction" (found by tests/fault). */
+    ckpt__rollback(db);
+    if (!sqlite3_get_autocommit(db))
+        return ckpt__sqlerr(db, sqlite3_extended_errcode(db), what);
     return ckpt__exec(db, "BEGIN IMMEDIATE", what);
 }
 
@@ -80,8 +87,36 @@ int ckpt__commit(sqlite3 *db, const char *what)
 
 void ckpt__rollback(sqlite3 *db)
 {
-    if (!sqlite3_get_autocommit(db))
-        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    if (sqlite3_get_autocommit(db) ||
+        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL) == SQLITE_OK || sqlite3_get_autocommit(db))
+        return;
+    /* Parsing "ROLLBACK" needs memory, running the statement prepared at
+     * open (keep_rollback) does not: without it, running out of memory
+     * left the failed operation's transaction open, its rows visible to
+     * this handle and its lock held (found by tests/fault). */
+    for (sqlite3_stmt *st = sqlite3_next_stmt(db, NULL); st; st = sqlite3_next_stmt(db, st))
+        if (!sqlite3_stmt_busy(st) && strcmp(sqlite3_sql(st), "ROLLBACK") == 0) {
+            sqlite3_step(st);
+            sqlite3_reset(st);
+            return;
+        }
+}
+
+/* Prepares the ROLLBACK that ckpt__rollback falls back on; finalized by
+ * close_db. */
+static int keep_rollback(sqlite3 *db, const char *path)
+{
+    sqlite3_stmt *st;
+    int rc = sqlite3_prepare_v3(db, "ROLLBACK", -1, SQLITE_PREPARE_PERSISTENT, &st, NULL);
+    return rc == SQLITE_OK ? CKPT_OK : ckpt__sqlerr(db, rc, path);
+}
+
+static void close_db(sqlite3 *db)
+{
+    sqlite3_stmt *st;
+    while ((st = sqlite3_next_stmt(db, NULL)) != NULL)
+        sqlite3_finalize(st);
+    sqlite3_close_v2(db);
 }
 
 int ckpt__writable(ckpt_store *s, const char *what)
@@ -309,6 +344,11 @@ static int open_db(const char *path, int flags, int busy_ms, sqlite3 **out)
     sqlite3_db_config(db, SQLITE_DBCONFIG_DEFENSIVE, 1, NULL);
     sqlite3_db_config(db, SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, NULL);
     sqlite3_db_config(db, SQLITE_DBCONFIG_ENABLE_TRIGGER, 0, NULL);
+    /* Closing the last connection would checkpoint the WAL under an
+     * exclusive lock, during which a plain sqlite3 shell without a busy
+     * timeout gets "database is locked" (found by tests/stress). ckpt_close
+     * runs a passive checkpoint instead, which never blocks readers. */
+    sqlite3_db_config(db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, NULL);
     sqlite3_limit(db, SQLITE_LIMIT_LENGTH, 256 << 20);
     sqlite3_limit(db, SQLITE_LIMIT_SQL_LENGTH, 1 << 20);
     if (ro)
@@ -563,6 +603,8 @@ int ckpt_open(ckpt_store **out, const char *path, const ckpt_open_opts *opts)
     int rc = open_files(s);
     if (rc == CKPT_OK)
         rc = load_params(s);
+    if (rc == CKPT_OK && (rc = keep_rollback(s->db, s->path)) == CKPT_OK)
+        rc = keep_rollback(s->cdb, s->cpath);
     if (rc != CKPT_OK) {
         int keep = rc;
         char msg[1024];
@@ -586,10 +628,12 @@ int ckpt_close(ckpt_store *s)
         rc = ckpt_metrics_flush(s);
     ckpt__metrics_free(s);
     ckpt__pool_free(s->pool);
+    if (s->db && !(s->flags & CKPT_OPEN_READONLY))
+        sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
     if (s->db)
-        sqlite3_close_v2(s->db);
+        close_db(s->db);
     if (s->cdb)
-        sqlite3_close_v2(s->cdb);
+        close_db(s->cdb);
     ckpt__free(s->path);
     ckpt__free(s->cpath);
     ckpt__free(s);

@@ -149,6 +149,14 @@ int ckpt_writer_begin(ckpt_writer **out, ckpt_store *s, const char *run, int64_t
                          run ? run : "(null)", (long long)epoch, (long long)step);
     if (s->writer_active)
         return ckpt__err(CKPT_EINVAL, "a checkpoint writer is already open on this store handle");
+    /* The ROLLBACK of a failed save can itself run out of memory and leave
+     * its chunk transaction open: those chunks must not serve as dedup
+     * hits for this save, which would commit a manifest pointing at chunks
+     * that are never committed (found by tests/fault). */
+    ckpt__rollback(s->cdb);
+    if (!sqlite3_get_autocommit(s->cdb))
+        return ckpt__sqlerr(s->cdb, sqlite3_extended_errcode(s->cdb),
+                            "saving a checkpoint: ending a failed save");
     int64_t run_id;
     if ((rc = ckpt__run_id(s, run, &run_id, NULL)))
         return rc;
@@ -382,6 +390,15 @@ static int finish_slot(ckpt_writer *w, const char *name, wslot *j, int64_t *out_
         return ckpt__err(j->rc, "tensor '%s': %s", name, j->msg);
     ckpt__chunk_meta m;
     int rc = ckpt__chunk_find(s, j->hash, &m);
+    if (rc == 0 && !w->txn_open) {
+        /* Another process may store the same chunk between our lookup and
+         * our write lock: look again once the lock is ours, or the insert
+         * would break the hash's uniqueness (found by tests/stress, two
+         * writers saving the same new chunk). */
+        if ((rc = chunk_txn(w)))
+            return rc;
+        rc = ckpt__chunk_find(s, j->hash, &m);
+    }
     if (rc < 0)
         return rc;
     if (rc == 1) {
@@ -390,7 +407,9 @@ static int finish_slot(ckpt_writer *w, const char *name, wslot *j, int64_t *out_
             if ((rc = grow(&w->cmp, &w->cmp_cap, j->len)))
                 return rc;
             rc = ckpt__chunk_read(s, &w->io, &m, w->cmp);
-            if (rc == CKPT_OK && memcmp(w->cmp, j->src, j->len) == 0) {
+            /* len 0: cmp may still be NULL, and memcmp(NULL, ..., 0) is
+             * undefined (found by tests/fuzz, UBSan) */
+            if (rc == CKPT_OK && (j->len == 0 || memcmp(w->cmp, j->src, j->len) == 0)) {
                 *out_id = m.id;
                 return CKPT_OK;
             }

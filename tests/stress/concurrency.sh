@@ -4,9 +4,11 @@
 #          readers loop over `ckpt list`, `ckpt metrics`, `ckpt show --json`,
 #          a plain sqlite3 shell (no busy timeout) on the documented views and
 #          an API reader re-reading the whole head byte for byte;
-#   two:   two writers save two runs into the same store at once (readers on);
-#   close: short-lived read-write handles open and close beside a saving
-#          writer while the plain sqlite3 shell reads.
+#   two:   two writers save two runs into the same store at once (readers on),
+#          then rounds of two writers started together whose first new chunk
+#          is the same one;
+#   close: short-lived handles (read-write and read-only) open and close
+#          beside a saving writer while the plain sqlite3 shell reads.
 # Default: all three. Zero errors allowed: a failing command, "database is
 # locked" anywhere, a partial checkpoint seen by a reader. Every part runs;
 # the script fails at the end if any part failed.
@@ -23,10 +25,12 @@ WORK=$(mktemp -d "$ROOT/concurrency.XXXXXX")
 ERRORS=$WORK/errors
 failed=0
 pids=()
+watchpid=
+WATCH_RUNS=()
 
 cleanup() {
     touch "$WORK/stop"
-    for p in "${pids[@]}"; do
+    for p in "${pids[@]}" $watchpid; do
         kill "$p" 2>/dev/null
     done
     wait 2>/dev/null
@@ -94,12 +98,25 @@ SQL="SELECT count(*) FROM checkpoints c WHERE c.ntensors != $NTENSORS OR
        (SELECT count(*) FROM tensors t WHERE t.checkpoint_id = c.id) != $NTENSORS;
      SELECT count(*) FROM v_checkpoints; SELECT * FROM v_metrics ORDER BY time DESC LIMIT 5"
 
-# start_readers DB RUN [sqlite-only]
+# start_readers DB RUN [sqlite-only]: the readers of one part. First a
+# long-lived handle (stress_check --watch on the runs in WATCH_RUNS, re-reading
+# their heads byte for byte), open until stop_readers: like a monitoring
+# process, and so that no moment of the part is without an open connection
+# (the first connection to a WAL database after all closed must rebuild its
+# index: a plain reader opening then is refused, whatever ckpt does). Then
+# the loops; the CLI loops read RUN.
 start_readers() {
-    local db=$1 run=$2
+    local db=$1 run=$2 r
     rm -f "$WORK/stop"
     : >"$ERRORS"
     rm -f "$WORK"/*.count
+    local args=()
+    for r in "${WATCH_RUNS[@]}"; do args+=(--run "$r"); done
+    "$STRESS_CHECK" --db "$db" "${args[@]}" --watch 86400 --stop-file "$WORK/stop" \
+        >"$WORK/watch.out" 2>&1 &
+    watchpid=$!
+    wait_line "$WORK/watch.out" '^stress_check: watching' "$watchpid" ||
+        record watch "stress_check --watch did not start" "$WORK/watch.out"
     # One plain sqlite3 shell at a time: two shells interfere with each other
     # (a closing read-write connection briefly holds the PENDING lock of the
     # database file), whatever ckpt does.
@@ -120,13 +137,19 @@ stop_readers() {
         wait "$p"
     done
     pids=()
+    wait "$watchpid" || record watch "stress_check --watch failed" "$WORK/watch.out"
 }
 
-# Waits up to 60 s for a line matching $2 in file $1 (a writer's stdout).
+watched() {
+    grep 'whole heads' "$WORK/watch.out" | sed 's/^stress_check: //'
+}
+
+# wait_line FILE RE PID: waits up to 60 s for a line matching RE in FILE (the
+# stdout of writer PID); gives up early if the writer is gone.
 wait_line() {
     local deadline=$((SECONDS + 60))
     until grep -q "$2" "$1" 2>/dev/null; do
-        [ $SECONDS -lt $deadline ] || return 1
+        [ $SECONDS -lt $deadline ] && kill -0 "$3" 2>/dev/null || return 1
         sleep 0.05
     done
 }
@@ -160,16 +183,14 @@ part_one() {
     local db=$WORK/one.db t0=$SECONDS ok=1
     "$STRESS_WRITER" --db "$db" --run conc --seconds "$SECS" >"$WORK/w1.out" 2>"$WORK/w1.err" &
     local wpid=$!
-    pids+=($wpid)
-    wait_line "$WORK/w1.out" '^committed ' ||
+    pids+=("$wpid")
+    wait_line "$WORK/w1.out" '^committed ' "$wpid" ||
         part_fail "the writer committed nothing in 60 s: $(head -c 2000 "$WORK/w1.err")" || return 1
+    WATCH_RUNS=(conc)
     start_readers "$db" conc
-    "$STRESS_CHECK" --db "$db" --run conc --watch "$SECS" >"$WORK/watch.out" 2>&1 &
-    local watchpid=$!
     wait "$wpid"
     local wst=$?
     stop_readers
-    wait "$watchpid" || record watch "stress_check --watch failed" "$WORK/watch.out"
     check_writer w1 "$wst" || ok=0
     reader_errors || ok=0
     for r in list metrics show sqlite; do
@@ -187,7 +208,7 @@ $out"
     }
     echo "concurrency: $PART: $(grep -c '^committed ' "$WORK/w1.out") checkpoints in" \
         "$((SECONDS - t0)) s; reader runs:$(counts list metrics show sqlite);" \
-        "$(grep 'whole heads' "$WORK/watch.out" | sed 's/^stress_check: //')"
+        "$(watched)"
     [ $ok = 1 ]
 }
 
@@ -197,8 +218,9 @@ part_two() {
     local apid=$!
     "$STRESS_WRITER" --db "$db" --run beta --seconds "$half" >"$WORK/wb.out" 2>"$WORK/wb.err" &
     local bpid=$!
-    pids+=($apid $bpid)
-    wait_line "$WORK/wa.out" '^committed ' && wait_line "$WORK/wb.out" '^committed '
+    pids+=("$apid" "$bpid")
+    wait_line "$WORK/wa.out" '^committed ' "$apid" && wait_line "$WORK/wb.out" '^committed ' "$bpid"
+    WATCH_RUNS=(alpha beta)
     start_readers "$db" alpha
     wait "$apid"
     local ast=$?
@@ -218,28 +240,60 @@ $out"
     }
     echo "concurrency: $PART: alpha $(grep -c '^committed ' "$WORK/wa.out"), beta" \
         "$(grep -c '^committed ' "$WORK/wb.out") checkpoints in $((SECONDS - t0)) s;" \
-        "reader runs:$(counts list metrics show sqlite)"
+        "reader runs:$(counts list metrics show sqlite); $(watched)"
+
+    # Rounds of two writers started together on two new runs of one share
+    # group: the first chunk each saves is the same new chunk, so they race
+    # to insert it (see stress_common.c). Both must get it stored once.
+    local k runs=() rounds=4
+    : >"$WORK/committed"
+    for ((k = 1; k <= rounds; k++)); do
+        "$STRESS_WRITER" --db "$db" --run "x.g$k" --epochs 2 >"$WORK/rx.out" 2>"$WORK/rx.err" &
+        apid=$!
+        "$STRESS_WRITER" --db "$db" --run "y.g$k" --epochs 2 >"$WORK/ry.out" 2>"$WORK/ry.err" &
+        bpid=$!
+        wait "$apid"
+        ast=$?
+        wait "$bpid"
+        bst=$?
+        check_writer rx "$ast" || ok=0
+        check_writer ry "$bst" || ok=0
+        cat "$WORK/rx.out" "$WORK/ry.out" >>"$WORK/committed"
+        runs+=(--run "x.g$k" --run "y.g$k")
+    done
+    out=$("$STRESS_CHECK" --db "$db" "${runs[@]}" --committed "$WORK/committed" \
+        --status finished --min-checkpoints 2 2>&1) || {
+        part_fail "check of the racing runs afterwards:
+$out"
+        ok=0
+    }
+    echo "concurrency: $PART: $rounds rounds of two writers racing on the same first chunk"
     [ $ok = 1 ]
 }
 
 # A trainer holds the store open and saves; meanwhile other processes open
-# it read-write for a moment (a second tool, `ckpt restore`, a notebook
-# logging metrics) and close it. The sqlite3 shell must not notice.
+# it for a moment (`ckpt list`, `ckpt restore`, a notebook logging metrics)
+# and close it. The sqlite3 shell must not notice.
 part_close() {
     local db=$WORK/close.db t0=$SECONDS ok=1 secs=$(((SECS + 1) / 2)) cycles=0
     "$STRESS_WRITER" --db "$db" --run trainer --seconds "$secs" >"$WORK/wc.out" 2>"$WORK/wc.err" &
     local wpid=$!
-    pids+=($wpid)
-    wait_line "$WORK/wc.out" '^committed ' ||
+    pids+=("$wpid")
+    wait_line "$WORK/wc.out" '^committed ' "$wpid" ||
         part_fail "the writer committed nothing in 60 s: $(head -c 2000 "$WORK/wc.err")" || return 1
+    WATCH_RUNS=(trainer)
     start_readers "$db" trainer sqlite-only
+    local ro=()
     while kill -0 "$wpid" 2>/dev/null; do
-        "$STRESS_WRITER" --db "$db" --run trainer --open-close 50 >/dev/null 2>"$WORK/oc.err" || {
+        # Alternately read-write and read-only handles (`ckpt list` is one).
+        "$STRESS_WRITER" --db "$db" --run trainer --open-close 50 "${ro[@]}" >/dev/null \
+            2>"$WORK/oc.err" || {
             part_fail "short-lived handle: $(head -c 1000 "$WORK/oc.err")"
             ok=0
             break
         }
         cycles=$((cycles + 50))
+        if [ ${#ro[@]} = 0 ]; then ro=(--readonly); else ro=(); fi
     done
     wait "$wpid"
     local wst=$?
@@ -248,7 +302,7 @@ part_close() {
     local locked
     locked=$(grep -c '^\[' "$ERRORS")
     reader_errors || ok=0
-    echo "concurrency: $PART: $cycles read-write open/close cycles beside a saving writer in" \
+    echo "concurrency: $PART: $cycles open/close cycles (half read-only) beside a saving writer in" \
         "$((SECONDS - t0)) s; sqlite3 shell runs:$(counts sqlite), $locked failed"
     [ $ok = 1 ]
 }

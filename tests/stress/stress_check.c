@@ -28,6 +28,7 @@ static const char *usage_text =
     "  --rw                 open read-write (default: read-only, as `ckpt` readers do)\n"
     "  --watch SECONDS      instead: for SECONDS re-read the head of each run as a\n"
     "                       writer moves it; heads must be whole and never go back\n"
+    "  --stop-file PATH     with --watch: also stop once PATH exists\n"
     "Prints 'FAIL ...' lines and exits 1 if anything is wrong; 'ok ...' and 0 if not.\n";
 
 #define MAX_RUNS 8
@@ -251,7 +252,30 @@ static void check_metrics(ckpt_store *s, const char *run, int64_t head_epoch)
     free(count);
 }
 
-/* Epoch -> id of the commits stress_writer reported for run. */
+/* Parses "committed RUN EPOCH ID" (stress_writer's line) into its parts;
+ * returns 0 if line is one. run points into line. */
+static int parse_committed(char *line, char **run, int64_t *epoch, int64_t *id)
+{
+    static const char tag[] = "committed ";
+    if (strncmp(line, tag, sizeof tag - 1) != 0)
+        return -1;
+    char *p = line + sizeof tag - 1;
+    char *sp = strchr(p, ' ');
+    if (!sp)
+        return -1;
+    *sp = 0;
+    *run = p;
+    char *e_txt = sp + 1;
+    char *sp2 = strchr(e_txt, ' ');
+    if (!sp2)
+        return -1;
+    *sp2 = 0;
+    char *id_txt = sp2 + 1;
+    id_txt[strcspn(id_txt, "\n")] = 0;
+    return parse_i64(e_txt, 0, INT64_MAX, epoch) || parse_i64(id_txt, 1, INT64_MAX, id) ? -1 : 0;
+}
+
+/* Every commit stress_writer reported for run must be there, same id. */
 static void check_committed(const char *file, const char *run, const cp *v, size_t n)
 {
     FILE *f = fopen(file, "r");
@@ -259,22 +283,23 @@ static void check_committed(const char *file, const char *run, const cp *v, size
         fail("cannot read %s: %s", file, strerror(errno));
         return;
     }
-    char line[512], r[300];
-    long long epoch, id;
+    char line[512];
     int lineno = 0, seen = 0;
     while (fgets(line, sizeof line, f)) {
         lineno++;
-        if (sscanf(line, "committed %299s %lld %lld", r, &epoch, &id) != 3 || strcmp(r, run) != 0)
+        char *r;
+        int64_t epoch, id;
+        if (parse_committed(line, &r, &epoch, &id) || strcmp(r, run) != 0)
             continue;
         seen++;
-        if (epoch < 0 || (size_t)epoch >= n || v[epoch].epoch != epoch) {
+        if ((uint64_t)epoch >= n) {
             fail("run '%s' epoch %lld: the writer reported it committed (%s:%d) but the store "
-                 "has no such checkpoint (checkpoints: %zu)",
-                 run, epoch, file, lineno, n);
+                 "has no such checkpoint (%zu checkpoints)",
+                 run, (long long)epoch, file, lineno, n);
         } else if (v[epoch].id != id) {
             fail("run '%s' epoch %lld: the writer committed checkpoint id %lld (%s:%d), the "
                  "store has id %lld",
-                 run, epoch, id, file, lineno, (long long)v[epoch].id);
+                 run, (long long)epoch, (long long)id, file, lineno, (long long)v[epoch].id);
         }
     }
     fclose(f);
@@ -368,15 +393,25 @@ static void verify_report(void *ctx, const char *run, int64_t epoch, int64_t ste
 
 /* ---------------------------------------------------------------- watch */
 
-static void watch(ckpt_store *s, const char **runs, int nruns, double seconds)
+static int exists(const char *path)
+{
+    FILE *f = path ? fopen(path, "r") : NULL;
+    if (f)
+        fclose(f);
+    return f != NULL;
+}
+
+static void watch(ckpt_store *s, const char **runs, int nruns, double seconds, const char *stop)
 {
     int64_t last[MAX_RUNS];
     int64_t first[MAX_RUNS];
-    long checks = 0, empty = 0;
+    long checks = 0;
     for (int k = 0; k < nruns; k++)
         last[k] = first[k] = -1;
     double t0 = st_now();
-    while (st_now() - t0 < seconds && g_problems == 0) {
+    printf("stress_check: watching %d run(s)\n", nruns);
+    fflush(stdout);
+    while (st_now() - t0 < seconds && g_problems == 0 && !exists(stop)) {
         for (int k = 0; k < nruns; k++) {
             ckpt_checkpoint_info head;
             int rc = ckpt_head(s, runs[k], &head);
@@ -384,7 +419,6 @@ static void watch(ckpt_store *s, const char **runs, int nruns, double seconds)
                 if (last[k] >= 0)
                     fail("run '%s': head vanished after epoch %lld: %s", runs[k],
                          (long long)last[k], ckpt_errmsg());
-                empty++;
                 continue;
             }
             if (rc) {
@@ -408,10 +442,9 @@ static void watch(ckpt_store *s, const char **runs, int nruns, double seconds)
             last[k] = head.epoch;
             checks++;
         }
-        if (empty && checks == 0) {
-            struct timespec ts = {0, 20 * 1000 * 1000};
-            nanosleep(&ts, NULL);
-        }
+        /* Leave the writers some CPU on a small machine. */
+        struct timespec ts = {0, 20 * 1000 * 1000};
+        nanosleep(&ts, NULL);
     }
     for (int k = 0; k < nruns; k++)
         printf("stress_check: watch run '%s': heads seen from epoch %lld to %lld\n", runs[k],
@@ -424,7 +457,7 @@ static void watch(ckpt_store *s, const char **runs, int nruns, double seconds)
 
 int main(int argc, char **argv)
 {
-    const char *db = NULL, *committed = NULL, *status = NULL;
+    const char *db = NULL, *committed = NULL, *status = NULL, *stop = NULL;
     const char *runs[MAX_RUNS];
     int nruns = 0, verify = 1, rw = 0;
     int64_t full_from = 0, min_cps = 0, watch_s = 0;
@@ -444,27 +477,29 @@ int main(int argc, char **argv)
         }
         const char *v = i + 1 < argc ? argv[++i] : NULL;
         int bad = !v;
-        if (bad)
-            ;
-        else if (strcmp(a, "--db") == 0)
+        if (bad) {
+            /* reported below */
+        } else if (strcmp(a, "--db") == 0) {
             db = v;
-        else if (strcmp(a, "--run") == 0) {
-            if (nruns == MAX_RUNS)
-                bad = 1;
-            else
+        } else if (strcmp(a, "--run") == 0) {
+            bad = nruns == MAX_RUNS;
+            if (!bad)
                 runs[nruns++] = v;
-        } else if (strcmp(a, "--committed") == 0)
+        } else if (strcmp(a, "--committed") == 0) {
             committed = v;
-        else if (strcmp(a, "--status") == 0)
+        } else if (strcmp(a, "--status") == 0) {
             status = v;
-        else if (strcmp(a, "--full-from") == 0)
+        } else if (strcmp(a, "--stop-file") == 0) {
+            stop = v;
+        } else if (strcmp(a, "--full-from") == 0) {
             bad = parse_i64(v, 0, INT64_MAX, &full_from);
-        else if (strcmp(a, "--min-checkpoints") == 0)
+        } else if (strcmp(a, "--min-checkpoints") == 0) {
             bad = parse_i64(v, 0, INT64_MAX, &min_cps);
-        else if (strcmp(a, "--watch") == 0)
+        } else if (strcmp(a, "--watch") == 0) {
             bad = parse_i64(v, 1, 86400, &watch_s);
-        else
+        } else {
             bad = 1;
+        }
         if (bad) {
             fprintf(stderr, "stress_check: bad option or value: %s %s\n%s", a, v ? v : "",
                     usage_text);
@@ -490,7 +525,7 @@ int main(int argc, char **argv)
         return 1;
     }
     if (watch_s) {
-        watch(s, runs, nruns, (double)watch_s);
+        watch(s, runs, nruns, (double)watch_s, stop);
     } else {
         for (int k = 0; k < nruns; k++)
             check_run(s, runs[k], committed, full_from, min_cps, status);

@@ -2,9 +2,9 @@
  * stress_common.c - deterministic tensors and metrics of the stress tests.
  * The content is shaped to reach every save path: a big weight whose 64 KiB
  * blocks change a quarter at a time (multi-chunk, delta against the parent),
- * an embedding shared by all runs that changes every 4th epoch (whole-chunk
- * dedup, also across two writers racing on the same chunk), fully random
- * optimizer state (raw), and small, scalar and empty tensors.
+ * an embedding shared by the runs of a group that changes every 4th epoch
+ * (whole-chunk dedup, also across two writers racing on the same chunk),
+ * fully random optimizer state (raw), and small, scalar and empty tensors.
  */
 #include "stress_common.h"
 
@@ -30,6 +30,15 @@ uint64_t st_run_seed(const char *run)
     for (const char *p = run; *p; p++)
         h = (h ^ (unsigned char)*p) * 0x100000001b3ULL;
     return sm64(h);
+}
+
+/* Runs named X.G and Y.G share group G (runs without a dot share the group
+ * ""): their embedding is the same, so concurrent writers of one group race
+ * to insert the same new chunk. */
+static uint64_t share_seed(const char *run)
+{
+    const char *dot = strrchr(run, '.');
+    return st_run_seed(dot ? dot + 1 : "");
 }
 
 double st_now(void)
@@ -184,11 +193,11 @@ void st_fill(const char *run, int64_t epoch, size_t i, uint8_t *buf)
         fill_weights(mix3(seed, 3, (uint64_t)epoch), (float *)(void *)buf, t.nbytes / 4);
         break;
     case T_EMBED: {
-        /* Shared by every run: bf16 halves of weight-like floats. */
+        /* Shared by the runs of a group: bf16 halves of weight-like floats. */
         float tmp[2048];
-        uint64_t gen = (uint64_t)(epoch / 4);
+        uint64_t gen = (uint64_t)(epoch / 4), group = share_seed(run);
         for (int64_t row = 0; row < t.shape[0]; row++) {
-            fill_weights(mix3(0xe3bedULL, gen, (uint64_t)row), tmp, 2048);
+            fill_weights(mix3(0xe3bedULL ^ group, gen, (uint64_t)row), tmp, 2048);
             for (size_t c = 0; c < 2048; c++) {
                 uint32_t u;
                 memcpy(&u, &tmp[c], 4);

@@ -15,14 +15,16 @@
 static const char *usage_text =
     "usage: stress_writer --db PATH --run RUN [--epochs N] [--seconds S]\n"
     "                     [--durability full|normal|off] [--threads N] [--busy-ms MS]\n"
-    "                     [--timing] [--open-close N]\n"
+    "                     [--timing] [--open-close N [--readonly]]\n"
     "Resumes RUN (created if missing) from its head and commits one checkpoint per\n"
     "epoch until the run has N checkpoints, S seconds passed, or it is killed.\n"
     "stdout, one line per event, flushed: 'open RUN', 'start RUN EPOCH',\n"
-    "'begin RUN EPOCH', 'commit RUN EPOCH' (entering ckpt_writer_commit),\n"
+    "'flush RUN EPOCH' (entering ckpt_metrics_flush), 'begin RUN EPOCH',\n"
+    "'commit RUN EPOCH' (entering ckpt_writer_commit),\n"
     "'committed RUN EPOCH ID' (it returned CKPT_OK), 'done RUN NCHECKPOINTS'.\n"
-    "--open-close N instead opens the store read-write, reads RUN's head and closes\n"
-    "it, N times: a short-lived handle beside long-lived ones.\n"
+    "--open-close N instead opens the store (read-write, or read-only with\n"
+    "--readonly), reads RUN's head and closes it, N times: a short-lived handle\n"
+    "beside long-lived ones.\n"
     "--timing adds 'timing RUN EPOCH BEGIN PUTS COMMIT' (ms: since start, in\n"
     "puts, in commit) lines on stderr.\n";
 
@@ -110,7 +112,7 @@ int main(int argc, char **argv)
     const char *db = NULL, *run = NULL;
     int64_t epochs = 0, threads = -1, busy_ms = 0, open_close = 0;
     double seconds = 0;
-    int durability = CKPT_DURABLE_FULL, timing = 0;
+    int durability = CKPT_DURABLE_FULL, timing = 0, readonly = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -120,6 +122,10 @@ int main(int argc, char **argv)
         }
         if (strcmp(a, "--timing") == 0) {
             timing = 1;
+            continue;
+        }
+        if (strcmp(a, "--readonly") == 0) {
+            readonly = 1;
             continue;
         }
         if (!v)
@@ -162,10 +168,12 @@ int main(int argc, char **argv)
     g_run = run;
 
     ckpt_store *s;
-    ckpt_open_opts o = {0, (int)busy_ms, durability};
+    ckpt_open_opts o = {readonly ? CKPT_OPEN_READONLY : 0, (int)busy_ms, durability};
     int rc;
     if (open_close)
         return open_close_loop(db, run, &o, open_close);
+    if (readonly)
+        return usage("--readonly only goes with", "--open-close");
     SAY("open %s\n", run);
     rc = ckpt_open(&s, db, &o);
     if (rc)
@@ -210,6 +218,7 @@ int main(int argc, char **argv)
          * step's values ride in the commit's. */
         for (int64_t k = step - ST_STEPS_PER_EPOCH + 1; k < step; k++)
             log_metrics(s, run, e, k);
+        SAY("flush %s %lld\n", run, (long long)e);
         if ((rc = ckpt_metrics_flush(s)))
             die("ckpt_metrics_flush", rc);
 
