@@ -35,7 +35,7 @@ struct ckpt_store {
     int flags;
     int durability;
     int busy_ms;
-    int64_t codec, level, threads, chunk_size, flush_ms;
+    int64_t codec, level, threads, chunk_size, flush_ms, mmap;
     int writer_active;
     int poisoned; /* an I/O error happened while writing: no more writes */
     char poison_msg[256];
@@ -54,6 +54,10 @@ struct ckpt_store {
     char *mrun;
     int64_t mrun_id, mrun_branch;
 };
+
+/* Bytes of the chunk file read through mmap: SQLite caps it (2 GiB in
+ * Debian's build); beyond, reads use pread. */
+#define CKPT__DEFAULT_MMAP (INT64_C(1) << 31)
 
 #define CKPT__APP_ID_MAIN 0x636b7074   /* "ckpt" */
 #define CKPT__APP_ID_CHUNKS 0x636b7063 /* "ckpc" */
