@@ -116,6 +116,7 @@ typedef struct bench_results {
     double *epoch_logical, *epoch_stored, *epoch_save_s; /* [1..nepochs] */
     double rss_save_mib, rss_restore_mib, rss_parent_mib;
     double trained_logical, trained_stored, trained_s;
+    double trained_logical_after0, trained_stored_after0; /* without epoch 0 */
     int trained_checkpoints;
     double metrics_n, metrics_s;
     double list_ms, list_build_s;

@@ -115,12 +115,12 @@ typedef struct gen_ctx {
     int64_t epoch; /* 0: initial values */
 } gen_ctx;
 
-static void add_tensor(bench_state *st, const char *name, int kind, int dtype, int ndim,
-                       int64_t d0, int64_t d1)
+static void add_tensor(bench_state *st, const char *name, int kind, int dtype, int ndim, int64_t d0,
+                       int64_t d1)
 {
     bench_tensor *t = &st->t[st->nt++];
     memset(t, 0, sizeof *t);
-    snprintf(t->name, sizeof t->name, "%s", name);
+    snprintf(t->name, sizeof t->name, "%.*s", (int)sizeof t->name - 1, name);
     t->kind = kind;
     t->dtype = dtype;
     t->ndim = ndim;
@@ -286,7 +286,7 @@ int bench_state_build(bench_state *st, uint64_t size_bytes, double frozen, uint6
         free(rows);
         goto oom;
     }
-    char name[96];
+    char name[160];
     for (int l = 0; l < nl; l++) {
         int64_t r = rows[l][0], c = rows[l][1];
         double wstd = sqrt(2.0 / (double)c); /* He initialisation for fan_in c */
@@ -310,8 +310,7 @@ int bench_state_build(bench_state *st, uint64_t size_bytes, double frozen, uint6
             else
                 p->tv = st->nt;
             snprintf(name, sizeof name, "optim.%s.%s", mv == 0 ? "m" : "v", w->name);
-            add_tensor(st, name, CKPT_KIND_OPTIMIZER, CKPT_F32, w->ndim, w->shape[0],
-                       w->shape[1]);
+            add_tensor(st, name, CKPT_KIND_OPTIMIZER, CKPT_F32, w->ndim, w->shape[0], w->shape[1]);
         }
     }
     st->t_step = st->nt;
@@ -373,8 +372,7 @@ int bench_state_save(ckpt_store *s, const char *run, const bench_state *st, int6
         return rc;
     for (size_t i = 0; i < st->nt; i++) {
         const bench_tensor *t = &st->t[i];
-        rc = ckpt_writer_put(w, t->name, t->kind, t->dtype, t->ndim, t->shape, t->data,
-                             t->nbytes);
+        rc = ckpt_writer_put(w, t->name, t->kind, t->dtype, t->ndim, t->shape, t->data, t->nbytes);
         if (rc != CKPT_OK) {
             ckpt_writer_abort(w);
             return rc;

@@ -72,9 +72,8 @@ int bench_rm_rf(const char *path)
 
 void bench_store_remove(const char *path)
 {
-    static const char *const suffixes[] = {"",           "-wal",         "-shm",
-                                           "-journal",   "-chunks",      "-chunks-journal",
-                                           "-chunks-wal", "-chunks-shm"};
+    static const char *const suffixes[] = {
+        "", "-wal", "-shm", "-journal", "-chunks", "-chunks-journal", "-chunks-wal", "-chunks-shm"};
     char buf[PATH_MAX];
     for (size_t i = 0; i < sizeof suffixes / sizeof *suffixes; i++) {
         int n = snprintf(buf, sizeof buf, "%s%s", path, suffixes[i]);
@@ -143,11 +142,11 @@ int bench_spawn(char *const argv[], const char *out_path, const char *err_path, 
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     if (out_path)
-        posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, out_path,
-                                         O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, out_path, O_WRONLY | O_CREAT | O_TRUNC,
+                                         0644);
     if (err_path)
-        posix_spawn_file_actions_addopen(&fa, STDERR_FILENO, err_path,
-                                         O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        posix_spawn_file_actions_addopen(&fa, STDERR_FILENO, err_path, O_WRONLY | O_CREAT | O_TRUNC,
+                                         0644);
     posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
     pid_t pid;
     fflush(stdout);
@@ -183,9 +182,9 @@ const char *bench_fs_type(const char *path, char *buf, size_t cap)
     static const struct {
         unsigned long magic;
         const char *name;
-    } known[] = {{0xEF53, "ext4"},      {0x01021994, "tmpfs"}, {0x58465342, "xfs"},
+    } known[] = {{0xEF53, "ext4"},      {0x01021994, "tmpfs"},     {0x58465342, "xfs"},
                  {0x9123683E, "btrfs"}, {0x794c7630, "overlayfs"}, {0x2FC12FC1, "zfs"},
-                 {0x6969, "nfs"},       {0x65735546, "fuse"},    {0xF2F52010, "f2fs"}};
+                 {0x6969, "nfs"},       {0x65735546, "fuse"},      {0xF2F52010, "f2fs"}};
     for (size_t i = 0; i < sizeof known / sizeof *known; i++) {
         if ((unsigned long)sf.f_type == known[i].magic) {
             snprintf(buf, cap, "%s", known[i].name);
