@@ -150,10 +150,11 @@ enum {
     CKPT_PARAM_THREADS = 3,    /* worker threads for hashing/encoding; 0 = one per core */
     CKPT_PARAM_CHUNK_SIZE = 4, /* bytes per chunk, a multiple of 1 MiB up to 64 MiB; default 4 MiB */
     CKPT_PARAM_METRICS_FLUSH_MS = 5, /* max age of a buffered metric; default 2000 */
-    CKPT_PARAM_MMAP = 6 /* bytes of the chunk file read through mmap; default 2 GiB (SQLite's
-                           cap), 0 = pread only. Mapped reads copy once instead of twice, but
-                           a media error while reading them ends the process with SIGBUS
-                           instead of returning CKPT_EIO */
+    CKPT_PARAM_MMAP = 6 /* bytes of the chunk file read through mmap (SQLite caps it, 2 GiB
+                           on Debian); default 0 = pread only. Mapped reads copy once instead
+                           of twice (faster restores), but the mapped pages count in the
+                           process's RSS and a media error while reading them ends the
+                           process with SIGBUS instead of returning CKPT_EIO */
 };
 enum {
     CKPT_CODEC_AUTO = 0,  /* delta when it pays, else byte planes + zstd when it pays, else raw */
