@@ -5,6 +5,7 @@
  */
 #include "hash.h"
 
+#include <stdint.h>
 #include <string.h>
 
 #define XXH_INLINE_ALL
@@ -36,11 +37,17 @@ void ckpt__hash_chunk(const void *data, size_t n, uint8_t *leaves, uint8_t out[1
     canon(XXH3_128bits(leaves, 16 * nleaves), out);
 }
 
+/* XXH3_state_t must be 64-byte aligned, more than malloc promises: keep
+ * the raw block's address just before the aligned state (found by
+ * tests/fault with UBSan). */
 int ckpt__tensor_hash_init(ckpt__tensor_hash *h)
 {
-    XXH3_state_t *st = ckpt__malloc(sizeof *st);
-    if (!st)
+    unsigned char *raw = ckpt__malloc(sizeof(XXH3_state_t) + 64 + sizeof(void *));
+    if (!raw)
         return ckpt__err(CKPT_ENOMEM, "out of memory");
+    uintptr_t a = ((uintptr_t)(raw + sizeof(void *)) + 63) & ~(uintptr_t)63;
+    memcpy((void *)(a - sizeof(void *)), &raw, sizeof raw);
+    XXH3_state_t *st = (XXH3_state_t *)a;
     XXH3_128bits_reset(st);
     h->state = st;
     return CKPT_OK;
@@ -62,7 +69,11 @@ void ckpt__tensor_hash_final(ckpt__tensor_hash *h, uint64_t nbytes, uint8_t out[
 
 void ckpt__tensor_hash_free(ckpt__tensor_hash *h)
 {
-    ckpt__free(h->state);
+    if (h->state) {
+        void *raw;
+        memcpy(&raw, (unsigned char *)h->state - sizeof(void *), sizeof raw);
+        ckpt__free(raw);
+    }
     h->state = NULL;
 }
 

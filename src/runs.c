@@ -404,7 +404,7 @@ int ckpt_resume(ckpt_store *s, const char *run, ckpt_checkpoint_info *out)
     int r = sqlite3_step(st);
     sqlite3_finalize(st);
     if (r != SQLITE_DONE)
-        return ckpt__sqlerr(s->db, r, "marking a run as running");
+        return ckpt__poison(s, ckpt__sqlerr(s->db, r, "marking a run as running"));
     return ckpt_head(s, run, out);
 }
 
@@ -421,7 +421,7 @@ int ckpt_run_finish(ckpt_store *s, const char *run)
              "UPDATE runs SET status = 'finished', owner_pid = NULL, owner_host = NULL,"
              " owner_start = NULL WHERE id = %lld",
              (long long)run_id);
-    return ckpt__exec(s->db, sql, "finishing a run");
+    return ckpt__poison(s, ckpt__exec(s->db, sql, "finishing a run"));
 }
 
 int ckpt_run_status(ckpt_store *s, const char *run, const char **out)

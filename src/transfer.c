@@ -24,7 +24,7 @@
 
 static int os_err(int e, const char *what, const char *path)
 {
-    int code = (e == ENOSPC || e == EDQUOT) ? CKPT_EFULL : CKPT_EIO;
+    int code = (e == ENOSPC || e == EDQUOT || e == EFBIG) ? CKPT_EFULL : CKPT_EIO;
     return ckpt__err(code, "%s %s: %s", what, path, strerror(e));
 }
 

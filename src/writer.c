@@ -8,10 +8,8 @@
  * checkpoint becomes visible. A crash before it leaves only unreferenced
  * chunks, which later saves reuse.
  */
-#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "chunks.h"
 #include "config.h"
@@ -73,8 +71,6 @@ struct ckpt_writer {
     wslot *slots;
     size_t nslots;
     int lock_fd; /* shared flock on PATH-lock: no gc while we save */
-    int wb_fd;   /* the chunk file, to start writeback early (see kick_writeback) */
-    uint64_t wb_bytes;
 };
 
 static void free_tensors(ckpt_writer *w)
@@ -94,8 +90,6 @@ static void writer_free(ckpt_writer *w)
         ckpt__rollback(w->s->cdb);
     w->s->writer_active = 0;
     ckpt__unlock(w->lock_fd);
-    if (w->wb_fd >= 0)
-        close(w->wb_fd);
     free_tensors(w);
     ckpt__chunk_io_free(&w->io);
     ckpt__free(w->cmp);
@@ -171,7 +165,6 @@ int ckpt_writer_begin(ckpt_writer **out, ckpt_store *s, const char *run, int64_t
         return ckpt__err(CKPT_ENOMEM, "out of memory");
     w->s = s;
     w->lock_fd = -1;
-    w->wb_fd = -1;
     w->run_id = run_id;
     w->epoch = epoch;
     w->step = step;
@@ -389,27 +382,6 @@ static int repair_chunk(ckpt_writer *w, wslot *j, const ckpt__chunk_meta *m, int
     return CKPT_OK;
 }
 
-/* The commit's fsync must write every page of the save; on a disk slower
- * than the CPU that would be a long wait after all encoding is done. Every
- * 32 MiB, ask the kernel to start writing back what SQLite has written so
- * far, so disk and CPU work overlap. Only a hint: durability still comes
- * from SQLite's fsync at commit, and an error here is ignored. */
-#define WRITEBACK_BYTES ((uint64_t)32 << 20)
-
-static void kick_writeback(ckpt_writer *w, size_t bytes)
-{
-    if (w->s->durability == CKPT_DURABLE_OFF)
-        return;
-    w->wb_bytes += bytes;
-    if (w->wb_bytes < WRITEBACK_BYTES)
-        return;
-    w->wb_bytes = 0;
-    if (w->wb_fd < 0)
-        w->wb_fd = open(w->s->cpath, O_RDONLY | O_CLOEXEC);
-    if (w->wb_fd >= 0)
-        sync_file_range(w->wb_fd, 0, 0, SYNC_FILE_RANGE_WRITE);
-}
-
 /* After the job: dedup (confirmed byte for byte), else insert. */
 static int finish_slot(ckpt_writer *w, const char *name, wslot *j, int64_t *out_id)
 {
@@ -460,7 +432,6 @@ static int finish_slot(ckpt_writer *w, const char *name, wslot *j, int64_t *out_
                                 name);
     w->stored += enc_len;
     w->txn_bytes += enc_len;
-    kick_writeback(w, enc_len);
     if (w->txn_bytes >= CHUNK_TXN_BYTES) {
         w->txn_open = 0;
         w->txn_bytes = 0;
