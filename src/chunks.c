@@ -25,18 +25,6 @@ void ckpt__chunk_io_free(ckpt__chunk_io *io)
     memset(io, 0, sizeof *io);
 }
 
-static int grow(uint8_t **buf, size_t *cap, size_t need)
-{
-    if (*cap >= need)
-        return CKPT_OK;
-    uint8_t *p = ckpt__realloc(*buf, need);
-    if (!p)
-        return ckpt__err(CKPT_ENOMEM, "out of memory (%zu bytes for a chunk)", need);
-    *buf = p;
-    *cap = need;
-    return CKPT_OK;
-}
-
 static void row_meta(sqlite3_stmt *st, ckpt__chunk_meta *m)
 {
     m->id = sqlite3_column_int64(st, 0);
@@ -154,7 +142,7 @@ static int read_plain(ckpt_store *s, ckpt__chunk_io *io, const ckpt__chunk_meta 
                              (long long)m->id, m->raw_len, m->stored_len);
         return blob_read(s, m->id, dst, m->raw_len);
     }
-    if ((rc = grow(&io->payload, &io->payload_cap, m->stored_len)) ||
+    if ((rc = ckpt__grow(&io->payload, &io->payload_cap, m->stored_len)) ||
         (rc = blob_read(s, m->id, io->payload, m->stored_len)))
         return rc;
     rc = ckpt__codec_decode(io->codec, m->codec, io->payload, m->stored_len, base, base_len, dst,
@@ -181,7 +169,7 @@ int ckpt__chunk_read(ckpt_store *s, ckpt__chunk_io *io, const ckpt__chunk_meta *
                 return ckpt__err(CKPT_ECORRUPT, "chunk %lld: its base %lld is itself a delta",
                                  (long long)m->id, (long long)bm.id);
             io->base_id = 0;
-            if ((rc = grow(&io->base, &io->base_cap, bm.raw_len)) ||
+            if ((rc = ckpt__grow(&io->base, &io->base_cap, bm.raw_len)) ||
                 (rc = read_plain(s, io, &bm, io->base, NULL, 0)) || (rc = ckpt__chunk_check(&bm, io->base)))
                 return ckpt__err_prefix(rc, "base of chunk %lld", (long long)m->id);
             io->base_id = bm.id;

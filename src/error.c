@@ -132,3 +132,15 @@ char *ckpt__strdup(const char *s)
 {
     return ckpt__strndup(s, strlen(s));
 }
+
+int ckpt__grow(uint8_t **buf, size_t *cap, size_t need)
+{
+    if (*cap >= need && *buf)
+        return CKPT_OK;
+    uint8_t *p = ckpt__realloc(*buf, need ? need : 1);
+    if (!p)
+        return ckpt__err(CKPT_ENOMEM, "out of memory (%zu bytes for a chunk)", need);
+    *buf = p;
+    *cap = need;
+    return CKPT_OK;
+}

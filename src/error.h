@@ -7,6 +7,7 @@
 #define CKPT_ERROR_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "ckpt.h"
 
@@ -34,6 +35,18 @@ void *ckpt__realloc(void *p, size_t n);
 void ckpt__free(void *p);
 char *ckpt__strdup(const char *s);
 char *ckpt__strndup(const char *s, size_t n);
+
+/* Grows *buf to at least need bytes (contents kept). Errors: CKPT_ENOMEM. */
+int ckpt__grow(uint8_t **buf, size_t *cap, size_t need);
+
+/* Little-endian 64-bit integer at p (manifests store chunk ids so). */
+static inline uint64_t ckpt__le64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int k = 7; k >= 0; k--)
+        v = (v << 8) | p[k];
+    return v;
+}
 
 /* Overflow-checked size arithmetic: returns 0 on success, -1 on overflow. */
 static inline int ckpt__mul_size(size_t a, size_t b, size_t *out)

@@ -180,12 +180,8 @@ int ckpt_gc(ckpt_store *s, uint64_t *out_chunks, uint64_t *out_bytes)
         while (rc == CKPT_OK && (r = sqlite3_step(st)) == SQLITE_ROW) {
             const uint8_t *b = sqlite3_column_blob(st, 0);
             size_t nb = (size_t)sqlite3_column_bytes(st, 0);
-            for (size_t i = 0; rc == CKPT_OK && i + 8 <= nb; i += 8) {
-                uint64_t v = 0;
-                for (int k = 7; k >= 0; k--)
-                    v = (v << 8) | b[i + (size_t)k];
-                rc = idset_add(&live, (int64_t)v);
-            }
+            for (size_t i = 0; rc == CKPT_OK && i + 8 <= nb; i += 8)
+                rc = idset_add(&live, (int64_t)ckpt__le64(b + i));
         }
         if (rc == CKPT_OK && r != SQLITE_DONE)
             rc = ckpt__sqlerr(s->db, r, "reading manifests");

@@ -116,7 +116,12 @@ static int load_manifest(ckpt_reader *r)
                            &st);
     if (rc)
         return rc;
-    size_t cap = r->ci.ntensors > 0 ? (size_t)r->ci.ntensors : 1;
+    /* ntensors comes from the file: a damaged or hostile row must not make
+     * us allocate for it up front, so the array grows with the rows found
+     * (up to ntensors; more rows than that is corruption). Found by
+     * tests/fuzz: a huge ntensors asked for petabytes. */
+    size_t want_n = r->ci.ntensors > 0 ? (size_t)r->ci.ntensors : 0;
+    size_t cap = want_n < 64 ? (want_n ? want_n : 1) : 64;
     r->t = ckpt__calloc(cap, sizeof *r->t);
     if (!r->t) {
         sqlite3_finalize(st);
@@ -126,6 +131,17 @@ static int load_manifest(ckpt_reader *r)
     int x;
     while ((x = sqlite3_step(st)) == SQLITE_ROW) {
         const char *name = (const char *)sqlite3_column_text(st, 0);
+        if (r->nt == cap && cap < want_n) {
+            size_t nc = cap > want_n / 2 ? want_n : 2 * cap;
+            rtensor *p = ckpt__realloc(r->t, nc * sizeof *p);
+            if (!p) {
+                rc = ckpt__err(CKPT_ENOMEM, "out of memory");
+                break;
+            }
+            memset(p + cap, 0, (nc - cap) * sizeof *p);
+            r->t = p;
+            cap = nc;
+        }
         if (r->nt == cap || !name) {
             rc = ckpt__err(CKPT_ECORRUPT, "run '%s' epoch %lld: manifest does not match its "
                                           "checkpoint row", r->run, (long long)r->ci.epoch);
@@ -160,12 +176,8 @@ static int load_manifest(ckpt_reader *r)
             break;
         }
         const uint8_t *b = sqlite3_column_blob(st, 7);
-        for (size_t c = 0; c < want; c++) {
-            uint64_t v = 0;
-            for (int k = 7; k >= 0; k--)
-                v = (v << 8) | b[8 * c + (size_t)k];
-            t->chunks[c] = (int64_t)v;
-        }
+        for (size_t c = 0; c < want; c++)
+            t->chunks[c] = (int64_t)ckpt__le64(b + 8 * c);
         t->nchunks = want;
     }
     if (rc == CKPT_OK && x != SQLITE_DONE)
@@ -280,18 +292,6 @@ static int reader_chunk(ckpt_reader *r, const rtensor *t, size_t c, void *dst, s
     return CKPT_OK;
 }
 
-static int grow(uint8_t **buf, size_t *cap, size_t need)
-{
-    if (*cap >= need)
-        return CKPT_OK;
-    uint8_t *p = ckpt__realloc(*buf, need ? need : 1);
-    if (!p)
-        return ckpt__err(CKPT_ENOMEM, "out of memory (%zu bytes for a chunk)", need);
-    *buf = p;
-    *cap = need;
-    return CKPT_OK;
-}
-
 static void decode_job(ckpt__job *job, void *ctx)
 {
     rslot *j = (rslot *)job;
@@ -335,8 +335,8 @@ static int fetch_slot(ckpt_reader *r, const rtensor *t, size_t c, size_t len, rs
         if (rc == CKPT_OK && j->bm.codec == CKPT__CODEC_DELTA)
             rc = ckpt__err(CKPT_ECORRUPT, "chunk %lld is corrupt: its base %lld is itself a delta",
                            (long long)j->m.id, (long long)j->bm.id);
-        if (rc == CKPT_OK && !(rc = grow(&j->bpayload, &j->bpayload_cap, j->bm.stored_len)) &&
-            !(rc = grow(&j->base, &j->base_cap, j->bm.raw_len)))
+        if (rc == CKPT_OK && !(rc = ckpt__grow(&j->bpayload, &j->bpayload_cap, j->bm.stored_len)) &&
+            !(rc = ckpt__grow(&j->base, &j->base_cap, j->bm.raw_len)))
             rc = ckpt__chunk_fetch(r->s, &j->bm, j->bpayload);
         if (rc)
             j->bm.id = 0;
@@ -344,7 +344,7 @@ static int fetch_slot(ckpt_reader *r, const rtensor *t, size_t c, size_t len, rs
     if (rc == CKPT_OK) {
         if (j->m.codec == CKPT__CODEC_RAW)
             rc = ckpt__chunk_fetch(r->s, &j->m, dst);
-        else if (!(rc = grow(&j->payload, &j->payload_cap, j->m.stored_len)))
+        else if (!(rc = ckpt__grow(&j->payload, &j->payload_cap, j->m.stored_len)))
             rc = ckpt__chunk_fetch(r->s, &j->m, j->payload);
     }
     if (rc)

@@ -229,6 +229,10 @@ int ckpt_verify(ckpt_store *s, const char *run, int64_t epoch, ckpt_verify_fn fn
         *out_damaged = 0;
     integrity(s->db, s->path, fn, ctx, &bad);
     integrity(s->cdb, s->cpath, fn, ctx, &bad);
+    /* The early returns below must not lose the problems already reported
+     * to fn (found by tests/fuzz: 2 reported, 0 counted). */
+    if (out_damaged)
+        *out_damaged = bad;
 
     int64_t only_id = 0, run_id = 0;
     if (run) {

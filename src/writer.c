@@ -194,18 +194,6 @@ int ckpt_writer_begin(ckpt_writer **out, ckpt_store *s, const char *run, int64_t
     return CKPT_OK;
 }
 
-static int grow(uint8_t **buf, size_t *cap, size_t need)
-{
-    if (*cap >= need)
-        return CKPT_OK;
-    uint8_t *p = ckpt__realloc(*buf, need);
-    if (!p)
-        return ckpt__err(CKPT_ENOMEM, "out of memory (%zu bytes)", need);
-    *buf = p;
-    *cap = need;
-    return CKPT_OK;
-}
-
 static int check_put(ckpt_writer *w, const char *name, int kind, int dtype, int ndim,
                      const int64_t *shape, const void *data, size_t nbytes)
 {
@@ -271,12 +259,8 @@ static int parent_chunks(ckpt_writer *w, const char *name, int dtype, int64_t **
                 return ckpt__err(CKPT_ENOMEM, "out of memory");
             }
             const uint8_t *b = sqlite3_column_blob(st, 2);
-            for (size_t i = 0; i < bytes / 8; i++) {
-                uint64_t v = 0;
-                for (int k = 7; k >= 0; k--)
-                    v = (v << 8) | b[8 * i + (size_t)k];
-                (*out)[i] = (int64_t)v;
-            }
+            for (size_t i = 0; i < bytes / 8; i++)
+                (*out)[i] = (int64_t)ckpt__le64(b + 8 * i);
             *n = bytes / 8;
         }
     }
@@ -318,14 +302,14 @@ static int prepare_slot(ckpt_writer *w, wslot *j, const uint8_t *p, size_t len, 
     j->base_len = 0;
     j->base_id = 0;
     j->msg[0] = 0;
-    if (j->mode != CKPT_CODEC_RAW && (rc = grow(&j->enc, &j->enc_cap, ckpt__codec_bound(len))))
+    if (j->mode != CKPT_CODEC_RAW && (rc = ckpt__grow(&j->enc, &j->enc_cap, ckpt__codec_bound(len))))
         return rc;
     if (base_chunk > 0 && j->mode != CKPT_CODEC_RAW) {
         ckpt__chunk_meta bm;
         rc = ckpt__chunk_meta_get(s, base_chunk, &bm);
         if (rc == CKPT_OK && bm.codec == CKPT__CODEC_DELTA)
             rc = ckpt__chunk_meta_get(s, bm.base_id, &bm);
-        if (rc == CKPT_OK && (rc = grow(&j->base, &j->base_cap, bm.raw_len)) == CKPT_OK &&
+        if (rc == CKPT_OK && (rc = ckpt__grow(&j->base, &j->base_cap, bm.raw_len)) == CKPT_OK &&
             (rc = ckpt__chunk_read(s, &w->io, &bm, j->base)) == CKPT_OK) {
             j->base_len = bm.raw_len;
             j->base_id = bm.id;
@@ -404,7 +388,7 @@ static int finish_slot(ckpt_writer *w, const char *name, wslot *j, int64_t *out_
     if (rc == 1) {
         /* XXH3 is not collision resistant: confirm a hit byte for byte. */
         if (m.raw_len == j->len) {
-            if ((rc = grow(&w->cmp, &w->cmp_cap, j->len)))
+            if ((rc = ckpt__grow(&w->cmp, &w->cmp_cap, j->len)))
                 return rc;
             rc = ckpt__chunk_read(s, &w->io, &m, w->cmp);
             /* len 0: cmp may still be NULL, and memcmp(NULL, ..., 0) is
@@ -630,7 +614,7 @@ static int write_manifest(ckpt_writer *w, int64_t *out_id)
         const wtensor *t = &w->t[i];
         char shape[CKPT_MAX_DIMS * 24 + 4];
         shape_json(t, shape, sizeof shape);
-        if ((rc = grow(&ids, &ids_cap, 8 * t->nchunks)))
+        if ((rc = ckpt__grow(&ids, &ids_cap, 8 * t->nchunks)))
             break;
         for (size_t c = 0; c < t->nchunks; c++)
             for (int k = 0; k < 8; k++)
