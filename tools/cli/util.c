@@ -137,9 +137,12 @@ void table_print(table *t, FILE *f)
             int right = i < (int)strlen(t->align) && t->align[i] == 'r';
             int last = i == t->ncols - 1;
             if (right)
-                fprintf(f, "%*s%s", pad, "", s);
-            else
-                fprintf(f, "%s%*s", s, last ? 0 : pad, "");
+                for (int k = 0; k < pad; k++)
+                    putc(' ', f);
+            fputs(s, f);
+            if (!right && !last)
+                for (int k = 0; k < pad; k++)
+                    putc(' ', f);
             if (!last)
                 fputs("  ", f);
         }
@@ -194,10 +197,17 @@ void fmt_bytes(uint64_t n, char *buf, size_t cap)
 
 void fmt_time_us(int64_t us, char *buf, size_t cap)
 {
+    /* Listings print thousands of times from the same few seconds. */
+    static time_t last = (time_t)-1;
+    static char text[32];
     time_t t = (time_t)(us / 1000000);
-    struct tm tm;
-    localtime_r(&t, &tm);
-    strftime(buf, cap, "%Y-%m-%d %H:%M:%S", &tm);
+    if (t != last) {
+        struct tm tm;
+        localtime_r(&t, &tm);
+        strftime(text, sizeof text, "%Y-%m-%d %H:%M:%S", &tm);
+        last = t;
+    }
+    snprintf(buf, cap, "%s", text);
 }
 
 void fmt_value(double v, char *buf, size_t cap)
