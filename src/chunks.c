@@ -37,6 +37,18 @@ static void row_meta(sqlite3_stmt *st, ckpt__chunk_meta *m)
         memcpy(m->hash, sqlite3_column_blob(st, 5), 16);
 }
 
+/* raw_len comes from the file and sizes the buffers a read allocates (a
+ * delta base's before anything else checks it): out of 0..CKPT__CODEC_MAX_N
+ * the row is damaged. Found by tests/fuzz (a base with raw_len 2^64-1). */
+static int row_check(sqlite3_stmt *st)
+{
+    int64_t raw = sqlite3_column_int64(st, 3);
+    if (raw < 0 || (uint64_t)raw > CKPT__CODEC_MAX_N)
+        return ckpt__err(CKPT_ECORRUPT, "chunk %lld is corrupt: raw length %lld is out of range",
+                         (long long)sqlite3_column_int64(st, 0), (long long)raw);
+    return CKPT_OK;
+}
+
 #define META_COLS "id, codec, coalesce(base_id, 0), raw_len, length(data), hash"
 
 int ckpt__chunk_meta_get(ckpt_store *s, int64_t id, ckpt__chunk_meta *out)
@@ -47,12 +59,14 @@ int ckpt__chunk_meta_get(ckpt_store *s, int64_t id, ckpt__chunk_meta *out)
         return rc;
     sqlite3_bind_int64(st, 1, id);
     int r = sqlite3_step(st);
-    if (r == SQLITE_ROW)
+    if (r == SQLITE_ROW) {
         row_meta(st, out);
-    else if (r == SQLITE_DONE)
+        rc = row_check(st);
+    } else if (r == SQLITE_DONE) {
         rc = ckpt__err(CKPT_ECORRUPT, "chunk %lld is missing from %s", (long long)id, s->cpath);
-    else
+    } else {
         rc = ckpt__sqlerr(s->cdb, r, "reading chunk metadata");
+    }
     sqlite3_finalize(st);
     return rc;
 }

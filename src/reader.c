@@ -106,6 +106,18 @@ static int parse_shape(const char *txt, ckpt_tensor_info *t)
     }
 }
 
+/* nbytes == product of the shape times the dtype size, as the writer made
+ * it: nbytes sizes every read, so a row that disagrees (or a negative
+ * nbytes, huge as uint64) is damaged. Found by tests/fuzz. */
+static int nbytes_match_shape(const ckpt_tensor_info *t)
+{
+    uint64_t n = ckpt_dtype_size(t->dtype);
+    for (int d = 0; d < t->ndim; d++)
+        if (__builtin_mul_overflow(n, (uint64_t)t->shape[d], &n))
+            return 0;
+    return n == t->nbytes;
+}
+
 static int load_manifest(ckpt_reader *r)
 {
     ckpt_store *s = r->s;
@@ -164,7 +176,10 @@ static int load_manifest(ckpt_reader *r)
                           : 1;
         if (t->info.kind < 0 || t->info.dtype < 0 ||
             parse_shape((const char *)sqlite3_column_text(st, 3), &t->info) ||
-            sqlite3_column_bytes(st, 5) != 16 || t->chunk_size == 0 || nb != 8 * want) {
+            sqlite3_column_bytes(st, 5) != 16 || t->chunk_size == 0 ||
+            /* sizes the scratch chunk: never above what a writer uses
+             * (found by tests/fuzz, a chunk_size of 2^40) */
+            t->chunk_size > CKPT__CODEC_MAX_N || nb != 8 * want || !nbytes_match_shape(&t->info)) {
             rc = ckpt__err(CKPT_ECORRUPT, "run '%s' epoch %lld tensor '%s': damaged manifest row",
                            r->run, (long long)r->ci.epoch, name);
             break;
@@ -179,6 +194,16 @@ static int load_manifest(ckpt_reader *r)
         for (size_t c = 0; c < want; c++)
             t->chunks[c] = (int64_t)ckpt__le64(b + 8 * c);
         t->nchunks = want;
+        /* Chunk ids start at 1, and 0 means "no chunk" to the scratch
+         * cache: a partial read of chunk id 0 copied from a NULL scratch
+         * buffer (found with tests/fuzz/fuzz_store_sql). */
+        for (size_t c = 0; c < want && rc == CKPT_OK; c++)
+            if (t->chunks[c] <= 0)
+                rc = ckpt__err(CKPT_ECORRUPT,
+                               "run '%s' epoch %lld tensor '%s': chunk id %lld in its manifest",
+                               r->run, (long long)r->ci.epoch, name, (long long)t->chunks[c]);
+        if (rc)
+            break;
     }
     if (rc == CKPT_OK && x != SQLITE_DONE)
         rc = ckpt__sqlerr(s->db, x, "reading a manifest");
