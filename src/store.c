@@ -264,6 +264,11 @@ static int check_identity(sqlite3 *db, const char *path, int64_t app_id, const c
                          "%s is an SQLite database of another application (application_id "
                          "0x%08llx), not a ckpt store; left untouched",
                          path, (unsigned long long)id);
+    /* user_version is a signed 32-bit field: a negative one would index
+     * the migrations before their start (found by tests/fuzz). */
+    if (ver < 0)
+        return ckpt__err(CKPT_ECORRUPT, "%s has schema version %lld, which no ckpt writes", path,
+                         (long long)ver);
     if (ver > count_migrations(mig))
         return ckpt__err(CKPT_EVERSION,
                          "%s has schema version %lld, written by a newer ckpt (this one knows "
@@ -294,9 +299,15 @@ static int migrate(sqlite3 *db, const char *path, int64_t app_id, const char *co
                          path, (long long)ver, want);
     if ((rc = ckpt__begin(db, path)) != CKPT_OK)
         return rc;
-    /* Re-read inside the write lock: another process may have upgraded. */
+    /* Re-read inside the write lock: another process may have upgraded
+     * (or, for a file someone else made, changed it to anything). */
     if ((rc = pragma_int(db, "PRAGMA user_version", &ver, path)) != CKPT_OK)
         goto fail;
+    if (ver < 0 || ver > want) {
+        rc = ckpt__err(ver < 0 ? CKPT_ECORRUPT : CKPT_EVERSION,
+                       "%s: schema version changed to %lld while opening", path, (long long)ver);
+        goto fail;
+    }
     for (int64_t v = ver; v < want; v++) {
         char *emsg = NULL;
         int src = sqlite3_exec(db, mig[v], NULL, NULL, &emsg);
