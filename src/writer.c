@@ -386,17 +386,20 @@ static int finish_slot(ckpt_writer *w, const char *name, wslot *j, int64_t *out_
     if (rc < 0)
         return rc;
     if (rc == 1) {
-        /* XXH3 is not collision resistant: confirm a hit byte for byte. */
-        if (m.raw_len == j->len) {
-            if ((rc = ckpt__grow(&w->cmp, &w->cmp_cap, j->len)))
-                return rc;
-            rc = ckpt__chunk_read(s, &w->io, &m, w->cmp);
-            /* len 0: cmp may still be NULL, and memcmp(NULL, ..., 0) is
-             * undefined (found by tests/fuzz, UBSan) */
-            if (rc == CKPT_OK && (j->len == 0 || memcmp(w->cmp, j->src, j->len) == 0)) {
-                *out_id = m.id;
-                return CKPT_OK;
-            }
+        /* XXH3 is not collision resistant: confirm a hit byte for byte. The
+         * stored chunk is read at its own length: one that reads back intact
+         * but differs (in bytes or length) is a collision; one that fails
+         * its hash (a damaged row, e.g. a wrong raw_len, found by tests/fuzz)
+         * is repaired with our bytes below. */
+        if ((rc = ckpt__grow(&w->cmp, &w->cmp_cap, m.raw_len)))
+            return rc;
+        rc = ckpt__chunk_read(s, &w->io, &m, w->cmp);
+        /* len 0: cmp may still be NULL, and memcmp(NULL, ..., 0) is
+         * undefined (found by tests/fuzz, UBSan) */
+        if (rc == CKPT_OK && m.raw_len == j->len &&
+            (j->len == 0 || memcmp(w->cmp, j->src, j->len) == 0)) {
+            *out_id = m.id;
+            return CKPT_OK;
         }
         if (rc == CKPT_ECORRUPT)
             return repair_chunk(w, j, &m, out_id);

@@ -158,6 +158,20 @@ static void config_seeds(void)
     seed("config", "bomb-deep-flow-seq", b.p, b.n);
     b.n = 0;
     puts_(&b, "a: ");
+    for (int i = 0; i < 10000; i++)
+        puts_(&b, "[");
+    for (int i = 0; i < 10000; i++)
+        puts_(&b, "]");
+    puts_(&b, "\n");
+    seed("config", "bomb-deep-flow-seq-in-map", b.p, b.n);
+    b.n = 0;
+    puts_(&b, "a:\n");
+    for (int i = 0; i < 10000; i++)
+        puts_(&b, "- ");
+    puts_(&b, "x\n");
+    seed("config", "bomb-deep-block-seq", b.p, b.n);
+    b.n = 0;
+    puts_(&b, "a: ");
     for (int i = 0; i < 5000; i++)
         puts_(&b, "{a: ");
     puts_(&b, "1");
