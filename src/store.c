@@ -368,6 +368,36 @@ static int open_db(const char *path, int flags, int busy_ms, sqlite3 **out)
     return CKPT_OK;
 }
 
+/* The leading members of SQLite's unixFile (os_unix.c), unchanged since
+ * 2010. Only read after SQLITE_FCNTL_FILE_POINTER, and only trusted when
+ * the descriptor is verified below to be the chunk file itself. */
+struct unix_file_head {
+    const sqlite3_io_methods *methods;
+    sqlite3_vfs *vfs;
+    void *inode;
+    int h;
+};
+
+/* Why SQLite's descriptor and not one of our own: closing any descriptor
+ * of a file drops every POSIX lock this process holds on it, SQLite's
+ * included (found by tests/fault when a second descriptor was used). */
+int ckpt__chunk_fd(ckpt_store *s)
+{
+    sqlite3_file *f = NULL;
+    sqlite3_vfs *vfs = NULL;
+    if (sqlite3_file_control(s->cdb, "main", SQLITE_FCNTL_VFS_POINTER, &vfs) != SQLITE_OK ||
+        !vfs || strncmp(vfs->zName, "unix", 4) != 0 ||
+        sqlite3_file_control(s->cdb, "main", SQLITE_FCNTL_FILE_POINTER, &f) != SQLITE_OK || !f ||
+        !f->pMethods)
+        return -1;
+    int fd = ((const struct unix_file_head *)f)->h;
+    struct stat a, b;
+    if (fd < 0 || fstat(fd, &a) != 0 || stat(s->cpath, &b) != 0 || a.st_dev != b.st_dev ||
+        a.st_ino != b.st_ino)
+        return -1;
+    return fd;
+}
+
 static const char *sync_pragma(int durability)
 {
     switch (durability) {

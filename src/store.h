@@ -99,6 +99,10 @@ int ckpt__store_pool(ckpt_store *s);
 int ckpt__lock(ckpt_store *s, int exclusive, int wait, int *out_fd);
 void ckpt__unlock(int fd);
 
+/* SQLite's own descriptor of the chunk file, or -1. Used only to start
+ * writeback early (sync_file_range); it is never closed by ckpt. */
+int ckpt__chunk_fd(ckpt_store *s);
+
 /* Wall time. */
 int64_t ckpt__now_us(void);
 double ckpt__now_s(void);

@@ -8,6 +8,7 @@
  * checkpoint becomes visible. A crash before it leaves only unreferenced
  * chunks, which later saves reuse.
  */
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -21,6 +22,11 @@
 /* Commit the chunk transaction after this many stored bytes so that other
  * writers and readers of the chunk file are not held off for a whole save. */
 #define CHUNK_TXN_BYTES ((uint64_t)1 << 30)
+
+/* Start writeback of the chunk file after this many stored bytes, so that
+ * the commit's fsync finds most pages already written: the disk works
+ * while the next chunks are hashed and encoded. */
+#define WRITEBACK_BYTES ((uint64_t)32 << 20)
 
 /* One chunk in flight: hashed and encoded on a worker, looked up and
  * inserted by the calling thread, in order. */
@@ -62,6 +68,8 @@ struct ckpt_writer {
     int failed;
     int txn_open;
     uint64_t txn_bytes;
+    uint64_t wb_bytes; /* stored since the last writeback kick */
+    int wb_fd;         /* SQLite's descriptor of the chunk file, -1: none */
     uint64_t logical, stored;
     wtensor *t;
     size_t nt, capt;
@@ -165,6 +173,7 @@ int ckpt_writer_begin(ckpt_writer **out, ckpt_store *s, const char *run, int64_t
         return ckpt__err(CKPT_ENOMEM, "out of memory");
     w->s = s;
     w->lock_fd = -1;
+    w->wb_fd = s->durability == CKPT_DURABLE_OFF ? -1 : ckpt__chunk_fd(s);
     w->run_id = run_id;
     w->epoch = epoch;
     w->step = step;
@@ -419,6 +428,14 @@ static int finish_slot(ckpt_writer *w, const char *name, wslot *j, int64_t *out_
                                 name);
     w->stored += enc_len;
     w->txn_bytes += enc_len;
+    w->wb_bytes += enc_len;
+    if (w->wb_fd >= 0 && w->wb_bytes >= WRITEBACK_BYTES) {
+        /* Only starts writeback of what SQLite has written so far; the
+         * commit's fsync still decides durability, so an error here
+         * changes nothing and is left for the fsync to report. */
+        w->wb_bytes = 0;
+        (void)sync_file_range(w->wb_fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+    }
     if (w->txn_bytes >= CHUNK_TXN_BYTES) {
         w->txn_open = 0;
         w->txn_bytes = 0;

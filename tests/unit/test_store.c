@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 
 #include "testutil.h"
@@ -148,6 +149,47 @@ static void test_store__chunk_file_pairing(void **state)
     free(orig);
 }
 
+/* Saves start writeback on SQLite's own descriptor of the chunk file
+ * (ckpt__chunk_fd): it must be found, be that file, and stay open and
+ * unchanged through a save large enough to kick writeback twice. */
+static void test_store__chunk_fd_is_sqlites_own(void **state)
+{
+    (void)state;
+    const char *path = tu_path(tu_tmpdir(), "fd.db");
+    char cpath[600];
+    snprintf(cpath, sizeof cpath, "%s-chunks", path);
+    ckpt_store *s;
+    assert_int_equal(ckpt_open(&s, path, NULL), CKPT_OK);
+    int fd = ckpt__chunk_fd(s);
+    assert_true(fd >= 0);
+    struct stat a, b;
+    assert_int_equal(fstat(fd, &a), 0);
+    assert_int_equal(stat(cpath, &b), 0);
+    assert_true(a.st_dev == b.st_dev && a.st_ino == b.st_ino);
+
+    size_t n = (size_t)80 << 20; /* random: stored raw, 80 MiB written */
+    uint8_t *x = malloc(n), *y = malloc(n);
+    assert_non_null(x);
+    assert_non_null(y);
+    tu_fill_random(x, n, 7);
+    int64_t shape[1] = {(int64_t)n};
+    assert_int_equal(ckpt_run_create(s, "r", NULL, 0), CKPT_OK);
+    ckpt_writer *w;
+    assert_int_equal(ckpt_writer_begin(&w, s, "r", 0, 0), CKPT_OK);
+    assert_int_equal(ckpt_writer_put(w, "x", CKPT_KIND_MODEL, CKPT_U8, 1, shape, x, n), CKPT_OK);
+    assert_int_equal(ckpt_writer_commit(w, NULL), CKPT_OK);
+    assert_true(fcntl(fd, F_GETFD) >= 0);
+    assert_int_equal(ckpt__chunk_fd(s), fd);
+    ckpt_reader *r;
+    assert_int_equal(ckpt_reader_open(&r, s, "r", CKPT_HEAD), CKPT_OK);
+    assert_int_equal(ckpt_reader_read(r, 0, 0, y, n), CKPT_OK);
+    assert_memory_equal(x, y, n);
+    ckpt_reader_close(r);
+    ckpt_close(s);
+    free(x);
+    free(y);
+}
+
 static void test_store__params_bounds(void **state)
 {
     (void)state;
@@ -175,6 +217,7 @@ int main(void)
         cmocka_unit_test(test_store__readonly_and_nocreate_do_not_create),
         cmocka_unit_test(test_store__newer_version_refused_older_upgraded),
         cmocka_unit_test(test_store__chunk_file_pairing),
+        cmocka_unit_test(test_store__chunk_fd_is_sqlites_own),
         cmocka_unit_test(test_store__params_bounds),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
