@@ -53,8 +53,13 @@ static int row_check(sqlite3_stmt *st)
 
 int ckpt__chunk_meta_get(ckpt_store *s, int64_t id, ckpt__chunk_meta *out)
 {
+    return ckpt__chunk_meta_get_db(s->cdb, s->cpath, id, out);
+}
+
+int ckpt__chunk_meta_get_db(sqlite3 *db, const char *cpath, int64_t id, ckpt__chunk_meta *out)
+{
     sqlite3_stmt *st;
-    int rc = ckpt__prepare(s->cdb, "SELECT " META_COLS " FROM chunks WHERE id = ?", &st);
+    int rc = ckpt__prepare(db, "SELECT " META_COLS " FROM chunks WHERE id = ?", &st);
     if (rc)
         return rc;
     sqlite3_bind_int64(st, 1, id);
@@ -63,9 +68,9 @@ int ckpt__chunk_meta_get(ckpt_store *s, int64_t id, ckpt__chunk_meta *out)
         row_meta(st, out);
         rc = row_check(st);
     } else if (r == SQLITE_DONE) {
-        rc = ckpt__err(CKPT_ECORRUPT, "chunk %lld is missing from %s", (long long)id, s->cpath);
+        rc = ckpt__err(CKPT_ECORRUPT, "chunk %lld is missing from %s", (long long)id, cpath);
     } else {
-        rc = ckpt__sqlerr(s->cdb, r, "reading chunk metadata");
+        rc = ckpt__sqlerr(db, r, "reading chunk metadata");
     }
     sqlite3_finalize(st);
     return rc;
@@ -91,23 +96,27 @@ int ckpt__chunk_find(ckpt_store *s, const uint8_t hash[16], ckpt__chunk_meta *ou
     return rc;
 }
 
-int ckpt__chunk_fetch(ckpt_store *s, const ckpt__chunk_meta *m, void *dst);
-static int blob_read(ckpt_store *s, int64_t id, void *dst, size_t n);
+static int blob_read_db(sqlite3 *db, int64_t id, void *dst, size_t n);
 
-int ckpt__chunk_fetch(ckpt_store *s, const ckpt__chunk_meta *m, void *dst)
+int ckpt__chunk_fetch_db(sqlite3 *db, const ckpt__chunk_meta *m, void *dst)
 {
     if (m->codec == CKPT__CODEC_RAW && m->stored_len != m->raw_len)
         return ckpt__err(CKPT_ECORRUPT, "chunk %lld is corrupt: raw chunk of %zu bytes stores %zu",
                          (long long)m->id, m->raw_len, m->stored_len);
-    return blob_read(s, m->id, dst, m->stored_len);
+    return blob_read_db(db, m->id, dst, m->stored_len);
 }
 
 static int blob_read(ckpt_store *s, int64_t id, void *dst, size_t n)
 {
+    return blob_read_db(s->cdb, id, dst, n);
+}
+
+static int blob_read_db(sqlite3 *db, int64_t id, void *dst, size_t n)
+{
     sqlite3_blob *b = NULL;
-    int r = sqlite3_blob_open(s->cdb, "main", "chunks", "data", id, 0, &b);
+    int r = sqlite3_blob_open(db, "main", "chunks", "data", id, 0, &b);
     if (r != SQLITE_OK) {
-        int rc = ckpt__sqlerr(s->cdb, r, "opening chunk data");
+        int rc = ckpt__sqlerr(db, r, "opening chunk data");
         sqlite3_blob_close(b);
         return rc;
     }
@@ -122,7 +131,7 @@ static int blob_read(ckpt_store *s, int64_t id, void *dst, size_t n)
         size_t k = n - off > (1u << 30) ? (1u << 30) : n - off;
         r = sqlite3_blob_read(b, (char *)dst + off, (int)k, (int)off);
         if (r != SQLITE_OK) {
-            int rc = ckpt__sqlerr(s->cdb, r, "reading chunk data");
+            int rc = ckpt__sqlerr(db, r, "reading chunk data");
             sqlite3_blob_close(b);
             return rc;
         }

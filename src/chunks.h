@@ -35,8 +35,10 @@ typedef struct ckpt__chunk_io {
 int ckpt__chunk_io_init(ckpt__chunk_io *io);
 void ckpt__chunk_io_free(ckpt__chunk_io *io);
 
-/* Metadata of chunk id. Errors: CKPT_ECORRUPT if it is missing. */
+/* Metadata of chunk id. Errors: CKPT_ECORRUPT if it is missing. The _db
+ * variant reads through another connection to the chunk file cpath. */
 int ckpt__chunk_meta_get(ckpt_store *s, int64_t id, ckpt__chunk_meta *out);
+int ckpt__chunk_meta_get_db(sqlite3 *db, const char *cpath, int64_t id, ckpt__chunk_meta *out);
 /* Looks a chunk up by hash: 1 found (*out filled), 0 absent, <0 error. */
 int ckpt__chunk_find(ckpt_store *s, const uint8_t hash[16], ckpt__chunk_meta *out);
 
@@ -46,12 +48,12 @@ int ckpt__chunk_find(ckpt_store *s, const uint8_t hash[16], ckpt__chunk_meta *ou
  * CKPT_ENOMEM. */
 int ckpt__chunk_read(ckpt_store *s, ckpt__chunk_io *io, const ckpt__chunk_meta *m, void *dst);
 
-/* The pieces of ckpt__chunk_read, for pipelines that fetch on the SQLite
- * thread and decode on workers: fetch copies the stored (encoded) bytes of
+/* The pieces of ckpt__chunk_read, for pipelines whose workers fetch
+ * through their own connection (db) and decode: fetch copies the stored (encoded) bytes of
  * m into dst (m->stored_len bytes); decode turns them into m->raw_len
  * bytes at dst (payload may equal dst for raw chunks) and checks the hash;
  * check only checks the hash. Decode and check touch no SQLite. */
-int ckpt__chunk_fetch(ckpt_store *s, const ckpt__chunk_meta *m, void *dst);
+int ckpt__chunk_fetch_db(sqlite3 *db, const ckpt__chunk_meta *m, void *dst);
 int ckpt__chunk_decode(ckpt__codec_ctx *c, const ckpt__chunk_meta *m, const void *payload,
                        const void *base, size_t base_len, void *dst);
 int ckpt__chunk_check(const ckpt__chunk_meta *m, const void *data);

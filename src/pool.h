@@ -1,7 +1,9 @@
 /*
  * pool.h - a small fixed-size thread pool for hashing, encoding and
- * decoding chunks. Jobs never touch SQLite; the calling thread submits them
- * in order and waits for each (bounded window, so memory stays bounded).
+ * decoding chunks. The calling thread submits jobs in order and waits for
+ * each (bounded window, so memory stays bounded). Save jobs never touch
+ * SQLite; restore jobs read chunks through their worker's own connection
+ * (ckpt__wctx in store.h), never through the store's.
  */
 #ifndef CKPT_POOL_H
 #define CKPT_POOL_H

@@ -21,10 +21,14 @@ typedef struct rtensor {
     size_t nchunks;
 } rtensor;
 
-/* One whole chunk in flight: fetched by the calling thread (SQLite),
- * decoded and checked on a worker straight into the caller's buffer. */
+/* One whole chunk in flight: fetched through the worker's own connection
+ * to the chunk file, decoded and checked on that worker straight into the
+ * caller's buffer. */
 typedef struct rslot {
     ckpt__job job;
+    ckpt_store *s;
+    int64_t chunk_id;
+    size_t len; /* bytes the manifest expects */
     ckpt__chunk_meta m, bm; /* the chunk, and its delta base (bm.id 0: none) */
     uint8_t *payload;       /* encoded bytes (raw chunks go straight to dst) */
     size_t payload_cap;
@@ -317,15 +321,64 @@ static int reader_chunk(ckpt_reader *r, const rtensor *t, size_t c, void *dst, s
     return CKPT_OK;
 }
 
-static void decode_job(ckpt__job *job, void *ctx)
+/* Chunk j->chunk_id (and its delta base) from the chunk file through the
+ * worker's own connection, in one read transaction so that the metadata
+ * and the bytes agree. */
+static int fetch_slot(sqlite3 *db, const char *cpath, rslot *j)
+{
+    int rc = ckpt__exec(db, "BEGIN", "reading chunks");
+    if (rc)
+        return rc;
+    rc = ckpt__chunk_meta_get_db(db, cpath, j->chunk_id, &j->m);
+    if (rc == CKPT_OK && j->m.raw_len != j->len)
+        rc = ckpt__err(CKPT_ECORRUPT, "chunk %lld holds %zu bytes, the manifest expects %zu",
+                       (long long)j->m.id, j->m.raw_len, j->len);
+    j->bm.id = 0;
+    if (rc == CKPT_OK && j->m.codec == CKPT__CODEC_DELTA) {
+        if (j->m.base_id <= 0 || j->m.base_id == j->m.id)
+            rc = ckpt__err(CKPT_ECORRUPT, "chunk %lld is corrupt: delta without a valid base",
+                           (long long)j->m.id);
+        if (rc == CKPT_OK)
+            rc = ckpt__chunk_meta_get_db(db, cpath, j->m.base_id, &j->bm);
+        if (rc == CKPT_OK && j->bm.codec == CKPT__CODEC_DELTA)
+            rc = ckpt__err(CKPT_ECORRUPT, "chunk %lld is corrupt: its base %lld is itself a delta",
+                           (long long)j->m.id, (long long)j->bm.id);
+        if (rc == CKPT_OK && !(rc = ckpt__grow(&j->bpayload, &j->bpayload_cap, j->bm.stored_len)) &&
+            !(rc = ckpt__grow(&j->base, &j->base_cap, j->bm.raw_len)))
+            rc = ckpt__chunk_fetch_db(db, &j->bm, j->bpayload);
+        if (rc)
+            j->bm.id = 0;
+    }
+    if (rc == CKPT_OK) {
+        if (j->m.codec == CKPT__CODEC_RAW)
+            rc = ckpt__chunk_fetch_db(db, &j->m, j->dst);
+        else if (!(rc = ckpt__grow(&j->payload, &j->payload_cap, j->m.stored_len)))
+            rc = ckpt__chunk_fetch_db(db, &j->m, j->payload);
+    }
+    /* A COMMIT that fails must not leave the transaction open (the
+     * connection would keep a stale snapshot). */
+    if (ckpt__exec(db, "COMMIT", "reading chunks") != CKPT_OK) {
+        if (rc == CKPT_OK)
+            rc = ckpt__sqlerr(db, sqlite3_extended_errcode(db), "reading chunks");
+        ckpt__rollback(db);
+    }
+    return rc;
+}
+
+/* Runs on a worker: fetch, decode and check one chunk straight into the
+ * caller's buffer. */
+static void read_job(ckpt__job *job, void *ctx)
 {
     rslot *j = (rslot *)job;
-    ckpt__codec_ctx *c = ctx;
+    ckpt__wctx *wc = ctx;
+    sqlite3 *db;
     const uint8_t *base = NULL;
     size_t base_len = 0;
-    j->rc = CKPT_OK;
-    if (j->bm.id) {
-        j->rc = ckpt__chunk_decode(c, &j->bm, j->bpayload, NULL, 0, j->base);
+    j->rc = ckpt__wctx_cdb(j->s, wc, &db);
+    if (j->rc == CKPT_OK)
+        j->rc = fetch_slot(db, j->s->cpath, j);
+    if (j->rc == CKPT_OK && j->bm.id) {
+        j->rc = ckpt__chunk_decode(wc->codec, &j->bm, j->bpayload, NULL, 0, j->base);
         if (j->rc) {
             snprintf(j->msg, sizeof j->msg, "base of chunk %lld: %s", (long long)j->m.id,
                      ckpt_errmsg());
@@ -334,52 +387,16 @@ static void decode_job(ckpt__job *job, void *ctx)
         base = j->base;
         base_len = j->bm.raw_len;
     }
-    j->rc = ckpt__chunk_decode(c, &j->m, j->m.codec == CKPT__CODEC_RAW ? j->dst : j->payload, base,
-                               base_len, j->dst);
+    if (j->rc == CKPT_OK)
+        j->rc = ckpt__chunk_decode(wc->codec, &j->m,
+                                   j->m.codec == CKPT__CODEC_RAW ? j->dst : j->payload, base,
+                                   base_len, j->dst);
     if (j->rc)
         snprintf(j->msg, sizeof j->msg, "%s", ckpt_errmsg());
 }
 
-/* Fetches chunk c of t (and its delta base) into slot j; dst is where the
- * decoded bytes go. */
-static int fetch_slot(ckpt_reader *r, const rtensor *t, size_t c, size_t len, rslot *j, uint8_t *dst)
-{
-    int rc = ckpt__chunk_meta_get(r->s, t->chunks[c], &j->m);
-    if (rc == CKPT_OK && j->m.raw_len != len)
-        rc = ckpt__err(CKPT_ECORRUPT, "chunk %lld holds %zu bytes, the manifest expects %zu",
-                       (long long)j->m.id, j->m.raw_len, len);
-    j->dst = dst;
-    j->bm.id = 0;
-    j->msg[0] = 0;
-    if (rc == CKPT_OK && j->m.codec == CKPT__CODEC_DELTA) {
-        if (j->m.base_id <= 0 || j->m.base_id == j->m.id)
-            rc = ckpt__err(CKPT_ECORRUPT, "chunk %lld is corrupt: delta without a valid base",
-                           (long long)j->m.id);
-        if (rc == CKPT_OK)
-            rc = ckpt__chunk_meta_get(r->s, j->m.base_id, &j->bm);
-        if (rc == CKPT_OK && j->bm.codec == CKPT__CODEC_DELTA)
-            rc = ckpt__err(CKPT_ECORRUPT, "chunk %lld is corrupt: its base %lld is itself a delta",
-                           (long long)j->m.id, (long long)j->bm.id);
-        if (rc == CKPT_OK && !(rc = ckpt__grow(&j->bpayload, &j->bpayload_cap, j->bm.stored_len)) &&
-            !(rc = ckpt__grow(&j->base, &j->base_cap, j->bm.raw_len)))
-            rc = ckpt__chunk_fetch(r->s, &j->bm, j->bpayload);
-        if (rc)
-            j->bm.id = 0;
-    }
-    if (rc == CKPT_OK) {
-        if (j->m.codec == CKPT__CODEC_RAW)
-            rc = ckpt__chunk_fetch(r->s, &j->m, dst);
-        else if (!(rc = ckpt__grow(&j->payload, &j->payload_cap, j->m.stored_len)))
-            rc = ckpt__chunk_fetch(r->s, &j->m, j->payload);
-    }
-    if (rc)
-        return ckpt__err_prefix(rc, "run '%s' epoch %lld step %lld tensor '%s'", r->run,
-                                (long long)r->ci.epoch, (long long)r->ci.step, t->info.name);
-    return CKPT_OK;
-}
-
-/* Reads whole chunks [c0, c1) of t into dst through the pool: SQLite reads
- * here, decoding and hash checks on the workers, a bounded window. */
+/* Reads whole chunks [c0, c1) of t into dst through the pool: every step of
+ * a chunk on a worker, a bounded window of chunks in flight. */
 static int read_whole_chunks(ckpt_reader *r, const rtensor *t, size_t c0, size_t c1, uint8_t *dst)
 {
     int rc = ckpt__store_pool(r->s);
@@ -398,9 +415,12 @@ static int read_whole_chunks(ckpt_reader *r, const rtensor *t, size_t c0, size_t
             uint64_t start = (uint64_t)submitted * t->chunk_size;
             size_t len = (size_t)(t->info.nbytes - start < t->chunk_size ? t->info.nbytes - start
                                                                         : t->chunk_size);
-            if ((rc = fetch_slot(r, t, submitted, len, j, dst + (start - (uint64_t)c0 * t->chunk_size))))
-                break;
-            j->job.fn = decode_job;
+            j->s = r->s;
+            j->chunk_id = t->chunks[submitted];
+            j->len = len;
+            j->dst = dst + (start - (uint64_t)c0 * t->chunk_size);
+            j->msg[0] = 0;
+            j->job.fn = read_job;
             ckpt__pool_submit(r->s->pool, &j->job);
             submitted++;
         }
@@ -446,7 +466,11 @@ int ckpt_reader_read(ckpt_reader *r, size_t i, uint64_t offset, void *buf, size_
                     break;
                 c1++;
             }
-            if (c1 - c > 1) {
+            /* The workers read through connections of their own, which a
+             * write transaction of this handle's chunk connection (a save
+             * in progress on the same handle) would lock out: then read
+             * chunk by chunk here, through that connection. */
+            if (c1 - c > 1 && sqlite3_get_autocommit(r->s->cdb)) {
                 uint64_t stop = (uint64_t)c1 * t->chunk_size;
                 if (stop > t->info.nbytes)
                     stop = t->info.nbytes;

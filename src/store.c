@@ -685,14 +685,50 @@ int ckpt_close(ckpt_store *s)
     return rc;
 }
 
-static int pool_ctx_new(void **ctx)
-{
-    return ckpt__codec_ctx_new((ckpt__codec_ctx **)ctx);
-}
-
 static void pool_ctx_free(void *ctx)
 {
-    ckpt__codec_ctx_free(ctx);
+    ckpt__wctx *w = ctx;
+    if (w->cdb)
+        close_db(w->cdb);
+    ckpt__codec_ctx_free(w->codec);
+    ckpt__free(w);
+}
+
+static int pool_ctx_new(void **ctx)
+{
+    ckpt__wctx *w = ckpt__calloc(1, sizeof *w);
+    if (!w)
+        return ckpt__err(CKPT_ENOMEM, "out of memory starting worker threads");
+    int rc = ckpt__codec_ctx_new(&w->codec);
+    if (rc) {
+        pool_ctx_free(w);
+        return rc;
+    }
+    *ctx = w;
+    return CKPT_OK;
+}
+
+int ckpt__wctx_cdb(ckpt_store *s, ckpt__wctx *w, sqlite3 **out)
+{
+    if (!w->cdb) {
+        sqlite3 *db;
+        /* Read-only like a read-only store handle (query_only). The file
+         * was identified as this store's chunk file when s was opened. A
+         * small page cache: blob pages only pass through it. */
+        int rc = open_db(s->cpath, s->flags | CKPT_OPEN_READONLY, s->busy_ms, &db);
+        if (rc)
+            return rc;
+        char sql[96];
+        snprintf(sql, sizeof sql, "PRAGMA cache_size=-1024; PRAGMA mmap_size=%lld",
+                 (long long)s->mmap);
+        if ((rc = ckpt__exec(db, sql, s->cpath))) {
+            close_db(db);
+            return rc;
+        }
+        w->cdb = db;
+    }
+    *out = w->cdb;
+    return CKPT_OK;
 }
 
 int ckpt__store_pool(ckpt_store *s)
@@ -844,10 +880,14 @@ int ckpt_set_param(ckpt_store *s, int param, int64_t value)
     case CKPT_PARAM_MMAP: {
         char sql[64];
         snprintf(sql, sizeof sql, "PRAGMA mmap_size=%lld", (long long)value);
+        if (s->writer_active)
+            return ckpt__err(CKPT_EINVAL, "cannot change the mmap size while a writer is open");
         int prc = ckpt__exec(s->cdb, sql, s->cpath);
         if (prc)
             return prc;
         s->mmap = value;
+        ckpt__pool_free(s->pool); /* the workers' connections reopen with it */
+        s->pool = NULL;
         break;
     }
     }

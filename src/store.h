@@ -94,6 +94,19 @@ int ckpt__checkpoint_get(ckpt_store *s, int64_t id, ckpt_checkpoint_info *out, i
 /* Starts s->pool if needed (CKPT_PARAM_THREADS workers, 0 = one per core). */
 int ckpt__store_pool(ckpt_store *s);
 
+/* What each worker of s->pool owns: a codec context, and its own read-only
+ * connection to the chunk file, opened by the first read job that needs it
+ * (so restores fetch on every core instead of only on the calling thread)
+ * and closed with the pool. */
+typedef struct ckpt__wctx {
+    struct ckpt__codec_ctx *codec;
+    sqlite3 *cdb;
+} ckpt__wctx;
+
+/* The worker's chunk connection, opened on first use with the store's
+ * settings. Errors: those of opening a database (CKPT_ENOMEM, CKPT_EIO, ...). */
+int ckpt__wctx_cdb(ckpt_store *s, ckpt__wctx *w, sqlite3 **out);
+
 /* flock on PATH-lock: shared by saves and readers, exclusive by gc.
  * *out_fd is -1 when no lock could be taken on a read-only store. */
 int ckpt__lock(ckpt_store *s, int exclusive, int wait, int *out_fd);

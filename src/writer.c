@@ -281,7 +281,7 @@ static int parent_chunks(ckpt_writer *w, const char *name, int dtype, int64_t **
 static void chunk_job(ckpt__job *job, void *ctx)
 {
     wslot *j = (wslot *)job;
-    ckpt__codec_ctx *codec = ctx;
+    ckpt__codec_ctx *codec = ((ckpt__wctx *)ctx)->codec;
     j->nleaves = j->len ? (j->len + CKPT__LEAF_SIZE - 1) / CKPT__LEAF_SIZE : 1;
     ckpt__hash_chunk(j->src, j->len, j->leaves, j->hash);
     j->codec = CKPT__CODEC_RAW;
@@ -478,7 +478,8 @@ static int put_chunks(ckpt_writer *w, wtensor *t, const uint8_t *data, const int
         wslot *j = &w->slots[0];
         if ((rc = prepare_slot(w, j, t->nbytes ? data : empty, t->nbytes, elem, nbase ? base[0] : 0)))
             return rc;
-        chunk_job(&j->job, w->io.codec);
+        ckpt__wctx here = {w->io.codec, NULL}; /* this thread's codec context */
+        chunk_job(&j->job, &here);
         ckpt__tensor_hash_update(th, j->leaves, j->nleaves);
         return finish_slot(w, t->name, j, &t->chunks[0]);
     }

@@ -253,6 +253,49 @@ static void test_writer__codec_from_store_defaults_and_run_config(void **state)
     ckpt_close(s);
 }
 
+/* Restores fetch on workers through connections of their own. A save in
+ * progress on the same handle holds the chunk file's write lock once its
+ * pages spill (over 16 MiB): a restore through that handle must still work,
+ * and quickly (busy timeout 300 ms: a lockout would fail with CKPT_EBUSY). */
+static void test_writer__restore_on_handle_with_save_in_progress(void **state)
+{
+    (void)state;
+    ckpt_store *s;
+    ckpt_open_opts o = {0, 300, CKPT_DURABLE_OFF};
+    assert_int_equal(ckpt_open(&s, tu_path(tu_tmpdir(), "busy.db"), &o), CKPT_OK);
+    assert_int_equal(ckpt_set_param(s, CKPT_PARAM_CHUNK_SIZE, 1 << 20), CKPT_OK);
+    assert_int_equal(ckpt_run_create(s, "r", NULL, 0), CKPT_OK);
+    size_t n = (size_t)6 << 20, big = (size_t)40 << 20;
+    uint8_t *a = malloc(n), *back = malloc(n), *b = malloc(big);
+    assert_non_null(a);
+    assert_non_null(back);
+    assert_non_null(b);
+    tu_fill_random(a, n, 11);
+    tu_fill_random(b, big, 12);
+    save_one(s, "r", 0, "a", a, n, NULL);
+    ckpt_writer *w;
+    int64_t shape[1] = {(int64_t)(big / 4)};
+    assert_int_equal(ckpt_writer_begin(&w, s, "r", 1, 10), CKPT_OK);
+    assert_int_equal(ckpt_writer_put(w, "b", CKPT_KIND_MODEL, CKPT_F32, 1, shape, b, big), CKPT_OK);
+    assert_false(sqlite3_get_autocommit(s->cdb)); /* the save's chunk transaction is open */
+    ckpt_reader *r;
+    assert_int_equal(ckpt_reader_open(&r, s, "r", 0), CKPT_OK);
+    assert_int_equal(ckpt_reader_read(r, 0, 0, back, n), CKPT_OK);
+    assert_memory_equal(a, back, n);
+    ckpt_reader_close(r);
+    assert_int_equal(ckpt_writer_commit(w, NULL), CKPT_OK);
+    /* and with no save in progress, through the workers */
+    memset(back, 0, n);
+    assert_int_equal(ckpt_reader_open(&r, s, "r", 0), CKPT_OK);
+    assert_int_equal(ckpt_reader_read(r, 0, 0, back, n), CKPT_OK);
+    assert_memory_equal(a, back, n);
+    ckpt_reader_close(r);
+    ckpt_close(s);
+    free(a);
+    free(back);
+    free(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -262,6 +305,7 @@ int main(void)
         cmocka_unit_test(test_writer__abort_and_failed_put_leave_nothing_visible),
         cmocka_unit_test(test_writer__reopen_keeps_checkpoints),
         cmocka_unit_test(test_writer__codec_from_store_defaults_and_run_config),
+        cmocka_unit_test(test_writer__restore_on_handle_with_save_in_progress),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
