@@ -248,12 +248,23 @@ static int check_identity(sqlite3 *db, const char *path, int64_t app_id, const c
 {
     int64_t id, ver, ntables;
     int rc;
-    if ((rc = pragma_int(db, "PRAGMA application_id", &id, path)) != CKPT_OK)
+    /* One read transaction: another process creating the store commits its
+     * tables and application id together, and three separate reads could
+     * see the id before that commit and the tables after it, taking a new
+     * store for another application's database (found by tests/stress,
+     * two writers creating one store at once). */
+    if ((rc = ckpt__exec(db, "BEGIN", path)) != CKPT_OK)
         return rc;
-    if ((rc = pragma_int(db, "PRAGMA user_version", &ver, path)) != CKPT_OK)
+    if ((rc = pragma_int(db, "PRAGMA application_id", &id, path)) != CKPT_OK ||
+        (rc = pragma_int(db, "PRAGMA user_version", &ver, path)) != CKPT_OK ||
+        (rc = pragma_int(db, "SELECT count(*) FROM sqlite_schema", &ntables, path)) != CKPT_OK) {
+        ckpt__rollback(db);
         return rc;
-    if ((rc = pragma_int(db, "SELECT count(*) FROM sqlite_schema", &ntables, path)) != CKPT_OK)
+    }
+    if ((rc = ckpt__exec(db, "COMMIT", path)) != CKPT_OK) {
+        ckpt__rollback(db);
         return rc;
+    }
     *fresh = 0;
     if (id == 0 && ver == 0 && ntables == 0) {
         *fresh = 1;

@@ -14,10 +14,13 @@
 # the script fails at the end if any part failed.
 #
 # Env: STRESS_WRITER, STRESS_CHECK, CKPT (programs; set by ctest),
-#      CKPT_STRESS_SECONDS (default 20), CKPT_TEST_TMP, CKPT_KEEP=1 keeps files.
+#      CKPT_STRESS_SECONDS (default 20; parts two and close run half of it),
+#      CKPT_STRESS_ONE_SECONDS (part one's writer; default CKPT_STRESS_SECONDS),
+#      CKPT_TEST_TMP, CKPT_KEEP=1 keeps files.
 set -u -o pipefail
 : "${STRESS_WRITER:?}" "${STRESS_CHECK:?}" "${CKPT:?}"
 SECS=${CKPT_STRESS_SECONDS:-20}
+ONE_SECS=${CKPT_STRESS_ONE_SECONDS:-$SECS}
 NTENSORS=8 # tensors per checkpoint of stress_writer (ST_NTENSORS)
 ROOT=${CKPT_TEST_TMP:-/tmp}
 mkdir -p "$ROOT"
@@ -181,7 +184,7 @@ counts() {
 # ------------------------------------------------------------ parts
 part_one() {
     local db=$WORK/one.db t0=$SECONDS ok=1
-    "$STRESS_WRITER" --db "$db" --run conc --seconds "$SECS" >"$WORK/w1.out" 2>"$WORK/w1.err" &
+    "$STRESS_WRITER" --db "$db" --run conc --seconds "$ONE_SECS" >"$WORK/w1.out" 2>"$WORK/w1.err" &
     local wpid=$!
     pids+=("$wpid")
     wait_line "$WORK/w1.out" '^committed ' "$wpid" ||

@@ -4,6 +4,8 @@
 #include <string.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "testutil.h"
 
@@ -190,6 +192,49 @@ static void test_store__chunk_fd_is_sqlites_own(void **state)
     free(y);
 }
 
+/* Processes that create the same new store at the same moment all open
+ * it: none may take the half-made files for another application's. */
+static void test_store__concurrent_creation(void **state)
+{
+    (void)state;
+    const char *dir = tu_tmpdir();
+    int failures = 0;
+    for (int round = 0; round < 40; round++) {
+        char path[600];
+        snprintf(path, sizeof path, "%s", tu_path(dir, "race.db"));
+        char rm[1300];
+        snprintf(rm, sizeof rm, "rm -f '%s' '%s'-*", path, path);
+        assert_int_equal(system(rm), 0);
+        int go[2];
+        assert_int_equal(pipe(go), 0);
+        pid_t kids[4];
+        for (int k = 0; k < 4; k++) {
+            kids[k] = fork();
+            assert_true(kids[k] >= 0);
+            if (kids[k] == 0) {
+                char c;
+                close(go[1]);
+                if (read(go[0], &c, 1) != 0)
+                    _exit(3);
+                ckpt_store *s;
+                int rc = ckpt_open(&s, path, NULL);
+                if (rc != CKPT_OK)
+                    fprintf(stderr, "round %d: %s\n", round, ckpt_errmsg());
+                _exit(rc == CKPT_OK && ckpt_close(s) == CKPT_OK ? 0 : 1);
+            }
+        }
+        close(go[0]);
+        close(go[1]); /* all start now */
+        for (int k = 0; k < 4; k++) {
+            int st;
+            assert_int_equal(waitpid(kids[k], &st, 0), kids[k]);
+            if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+                failures++;
+        }
+    }
+    assert_int_equal(failures, 0);
+}
+
 static void test_store__params_bounds(void **state)
 {
     (void)state;
@@ -218,6 +263,7 @@ int main(void)
         cmocka_unit_test(test_store__newer_version_refused_older_upgraded),
         cmocka_unit_test(test_store__chunk_file_pairing),
         cmocka_unit_test(test_store__chunk_fd_is_sqlites_own),
+        cmocka_unit_test(test_store__concurrent_creation),
         cmocka_unit_test(test_store__params_bounds),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
