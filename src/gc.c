@@ -93,8 +93,8 @@ int ckpt_checkpoint_delete(ckpt_store *s, int64_t id)
     }
     /* Children keep a lineage: they take the deleted one's parent. */
     static const char *const steps[] = {
-        "UPDATE checkpoints SET parent_id = (SELECT parent_id FROM checkpoints WHERE id = ?1)"
-        " WHERE parent_id = ?1",
+        ("UPDATE checkpoints SET parent_id = (SELECT parent_id FROM checkpoints WHERE id = ?1)"
+         " WHERE parent_id = ?1"),
         "UPDATE runs SET branched_from = NULL WHERE branched_from = ?1",
         "DELETE FROM tensors WHERE checkpoint_id = ?1",
         "DELETE FROM checkpoints WHERE id = ?1",
