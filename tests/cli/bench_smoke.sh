@@ -62,7 +62,16 @@ rc=0; "$BENCH" --size-mib 0 > /dev/null 2> "$W/err" || rc=$?
 [ "$rc" -eq 2 ] && grep -q -- '--size-mib' "$W/err" || fail "--size-mib 0: exit $rc"
 rc=0; "$BENCH" --frozen 1.5 > /dev/null 2> "$W/err" || rc=$?
 [ "$rc" -eq 2 ] && grep -q -- '--frozen' "$W/err" || fail "--frozen 1.5: exit $rc"
+rc=0; "$BENCH" --codec zstd > /dev/null 2> "$W/err" || rc=$?
+[ "$rc" -eq 2 ] && grep -q -- '--codec' "$W/err" || fail "--codec zstd: exit $rc"
 rc=0; "$BENCH" --bogus > /dev/null 2> "$W/err" || rc=$?
 [ "$rc" -eq 2 ] || fail "--bogus: exit $rc"
 "$BENCH" --help | grep -q -- '--size-mib' || fail "--help does not document --size-mib"
+
+# --codec raw: the first checkpoint of random-like data is stored whole.
+"$BENCH" --codec raw --size-mib 4 --epochs 2 --reps 1 --metrics 1000 --skip-torch --skip-trained \
+    --skip-list --skip-rss --dir "$W/d" > "$W/out" 2> "$W/err" ||
+    { cat "$W/out" "$W/err" >&2; fail "ckpt-bench --codec raw exited with $?"; }
+grep -q 'codec raw' "$W/out" || fail "--codec raw not reported"
+grep -q 'stored fraction per epoch: 1: 1.000' "$W/out" || fail "--codec raw stored a compressed epoch"
 echo "bench_smoke: ok"

@@ -96,6 +96,8 @@ typedef struct bench_opts {
     int64_t trained_limit;    /* training examples per epoch of ckpt-train */
     int trained_epochs;
     const char *dir, *config_large, *python;
+    int codec;              /* CKPT_CODEC_* of the save stores (--codec; default auto) */
+    const char *codec_name;
     int keep, skip_torch, skip_trained, skip_list, skip_rss, json_only;
     char *work; /* the run's own temporary directory */
     char exe_dir[4096];

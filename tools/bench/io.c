@@ -29,11 +29,14 @@ static ckpt_store *open_store(const char *path, int durability)
     return s;
 }
 
-static ckpt_store *new_store(const char *path)
+/* A new store for saves, with the codec of --codec. */
+static ckpt_store *new_store(const char *path, int codec)
 {
     bench_store_remove(path);
     ckpt_store *s = open_store(path, CKPT_DURABLE_FULL);
-    int rc = ckpt_run_create(s, RUN, NULL, 0);
+    int rc = ckpt_set_param(s, CKPT_PARAM_CODEC, codec);
+    if (rc == CKPT_OK)
+        rc = ckpt_run_create(s, RUN, NULL, 0);
     if (rc != CKPT_OK)
         bench_die_ckpt(rc, path);
     return s;
@@ -68,7 +71,7 @@ static void child_save(const bench_opts *o, char *path)
     bench_state st;
     if (bench_state_build(&st, o->size_mib << 20, o->frozen, o->seed) != 0)
         _exit(1);
-    ckpt_store *s = new_store(path);
+    ckpt_store *s = new_store(path, o->codec);
     int rc = bench_state_save(s, RUN, &st, 1, NULL);
     if (rc != CKPT_OK) {
         fprintf(stderr, "ckpt-bench: save child: %s\n", ckpt_errmsg());
@@ -265,7 +268,7 @@ void bench_phase_io(const bench_opts *o, bench_state *st, bench_results *res)
         res->raw_write_s = min_time(res->raw_write_s, t);
         res->raw_write_nofsync_s = min_time(res->raw_write_nofsync_s, nofsync);
 
-        ckpt_store *s = new_store(db);
+        ckpt_store *s = new_store(db, o->codec);
         sync();
         int64_t wb0 = bench_proc_write_bytes();
         int64_t id;
@@ -295,6 +298,9 @@ void bench_phase_io(const bench_opts *o, bench_state *st, bench_results *res)
     /* Restores, from the page cache: both files were just written; one
      * untimed pass each makes sure, and the ckpt pass checks every byte. */
     ckpt_store *s = open_store(db, CKPT_DURABLE_FULL);
+    int prc = ckpt_set_param(s, CKPT_PARAM_CODEC, o->codec); /* for the later epochs */
+    if (prc != CKPT_OK)
+        bench_die_ckpt(prc, db);
     bench_progress("restore: checking every byte, then %d timed runs each", o->reps);
     ckpt_restore(s, 1, st, 1);
     raw_read(raw, st);

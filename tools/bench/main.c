@@ -40,6 +40,7 @@ static const char usage_text[] =
     "  --trained-epochs N    ckpt-train epochs (2)\n"
     "  --config-large FILE   ckpt-train config (tools/configs/fashion-mlp-large.yaml)\n"
     "  --python PATH         python with numpy (and torch) (/usr/bin/python3, python3)\n"
+    "  --codec NAME          codec of the save stores: auto, raw or planes (auto)\n"
     "  --skip-torch          no torch/numpy baselines\n"
     "  --skip-trained        no ckpt-train run\n"
     "  --skip-list           no `ckpt list` store\n"
@@ -117,7 +118,7 @@ static int parse_args(int argc, char **argv, bench_opts *o)
     static const char *const valued[] = {
         "--size-mib",     "--epochs",  "--frozen",           "--reps",          "--seed",
         "--dir",          "--metrics", "--list-checkpoints", "--trained-limit", "--trained-epochs",
-        "--config-large", "--python"};
+        "--config-large", "--python",  "--codec"};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
@@ -197,7 +198,15 @@ static int parse_args(int argc, char **argv, bench_opts *o)
             o->trained_epochs = (int)n;
             break;
         case 10: o->config_large = v; break;
-        default: o->python = v; break;
+        case 11: o->python = v; break;
+        default: {
+            int c = ckpt_codec_parse(v);
+            if (c < 0)
+                return usage_error("--codec: '%s' is not auto, raw or planes", v);
+            o->codec = c;
+            o->codec_name = v;
+            break;
+        }
         }
         if (rc)
             return rc;
@@ -468,6 +477,8 @@ int main(int argc, char **argv)
     o.list_checkpoints = 10000;
     o.trained_limit = 6000;
     o.trained_epochs = 2;
+    o.codec = CKPT_CODEC_AUTO;
+    o.codec_name = "auto";
     int rc = parse_args(argc, argv, &o);
     if (rc >= 0)
         return rc;
@@ -532,10 +543,11 @@ int main(int argc, char **argv)
     snprintf(header, sizeof header,
              "ckpt-bench: state of %.1f MiB: %zu tensors, %d layers (weights, biases, Adam m "
              "and v), %d frozen (%.1f%% of the parameter bytes); generated in %.1f s\n"
-             "store in %s (%s), %ld cores, load average %s at start; ckpt %s, chunk size default\n",
+             "store in %s (%s), %ld cores, load average %s at start; ckpt %s, chunk size "
+             "default, codec %s\n",
              (double)res.logical_bytes / 1048576.0, res.ntensors, res.nlayers, res.nfrozen,
              100.0 * res.frozen_share, res.gen_s, o.work, fsbuf, cores, loadavg,
-             CKPT_VERSION_STRING);
+             CKPT_VERSION_STRING, o.codec_name);
     report(&o, &res, header);
 
     if (o.keep)
