@@ -9,8 +9,11 @@
  *
  * Threads: a ckpt_store and everything opened from it (writers, readers) must
  * be used by one thread at a time. Different stores may be used by different
- * threads at once. The library starts its own worker threads for hashing and
- * encoding; they never touch SQLite.
+ * threads at once. The library starts its own worker threads for hashing,
+ * encoding and decoding; during a restore each reads the chunk file through
+ * a read-only SQLite connection of its own (so SQLite must be built
+ * thread-safe, as Debian's is; a single-thread SQLite makes restores read on
+ * the calling thread).
  *
  * Ownership: strings handed in are copied when kept. Pointers handed out are
  * borrowed unless the comment says "free with ckpt_free()"; the comment says
@@ -166,7 +169,8 @@ enum {
  * the store's saved defaults (see ckpt_save_params); a run whose YAML config
  * has `ckpt: {codec: raw|planes|auto, level: N}` overrides codec and level
  * for its own checkpoints. Errors: CKPT_EINVAL (unknown param or value out
- * of bounds; the chunk size must be a multiple of 1 MiB). */
+ * of bounds; the chunk size must be a multiple of 1 MiB; CKPT_PARAM_THREADS
+ * or a new CKPT_PARAM_MMAP while a writer is open on the handle). */
 CKPT_API int ckpt_set_param(ckpt_store *s, int param, int64_t value);
 CKPT_API int ckpt_get_param(ckpt_store *s, int param, int64_t *out);
 CKPT_API int ckpt_param_bounds(int param, int64_t *out_min, int64_t *out_max);

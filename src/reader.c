@@ -355,13 +355,16 @@ static int fetch_slot(sqlite3 *db, const char *cpath, rslot *j)
         else if (!(rc = ckpt__grow(&j->payload, &j->payload_cap, j->m.stored_len)))
             rc = ckpt__chunk_fetch_db(db, &j->m, j->payload);
     }
-    /* A COMMIT that fails must not leave the transaction open (the
-     * connection would keep a stale snapshot). */
-    if (ckpt__exec(db, "COMMIT", "reading chunks") != CKPT_OK) {
-        if (rc == CKPT_OK)
-            rc = ckpt__sqlerr(db, sqlite3_extended_errcode(db), "reading chunks");
+    /* Ends the read transaction. After an error, the error's message stays
+     * (ckpt__exec would replace it). A COMMIT that fails must not leave the
+     * transaction open; if even the ROLLBACK fails, ckpt__wctx_cdb replaces
+     * the connection before the next job. */
+    if (rc != CKPT_OK) {
         ckpt__rollback(db);
+        return rc;
     }
+    if ((rc = ckpt__exec(db, "COMMIT", "reading chunks")) != CKPT_OK)
+        ckpt__rollback(db);
     return rc;
 }
 
@@ -469,8 +472,9 @@ int ckpt_reader_read(ckpt_reader *r, size_t i, uint64_t offset, void *buf, size_
             /* The workers read through connections of their own, which a
              * write transaction of this handle's chunk connection (a save
              * in progress on the same handle) would lock out: then read
-             * chunk by chunk here, through that connection. */
-            if (c1 - c > 1 && sqlite3_get_autocommit(r->s->cdb)) {
+             * chunk by chunk here, through that connection (also with a
+             * single-thread SQLite build). */
+            if (c1 - c > 1 && sqlite3_get_autocommit(r->s->cdb) && sqlite3_threadsafe()) {
                 uint64_t stop = (uint64_t)c1 * t->chunk_size;
                 if (stop > t->info.nbytes)
                     stop = t->info.nbytes;

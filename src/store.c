@@ -342,7 +342,14 @@ fail:
     return rc;
 }
 
+static int open_db_vfs(const char *path, int flags, int busy_ms, const char *vfs, sqlite3 **out);
+
 static int open_db(const char *path, int flags, int busy_ms, sqlite3 **out)
+{
+    return open_db_vfs(path, flags, busy_ms, NULL, out);
+}
+
+static int open_db_vfs(const char *path, int flags, int busy_ms, const char *vfs, sqlite3 **out)
 {
     /* A read-only store handle still opens the files read-write when it
      * may: after a crash SQLite must roll back a hot journal (chunk file)
@@ -353,7 +360,7 @@ static int open_db(const char *path, int flags, int busy_ms, sqlite3 **out)
                      : (access(path, W_OK) == 0 ? SQLITE_OPEN_READWRITE : SQLITE_OPEN_READONLY);
     oflags |= SQLITE_OPEN_NOMUTEX;
     sqlite3 *db = NULL;
-    int rc = sqlite3_open_v2(path, &db, oflags, NULL);
+    int rc = sqlite3_open_v2(path, &db, oflags, vfs);
     if (rc != SQLITE_OK) {
         int code = ckpt__sqlerr(db, rc, path);
         sqlite3_close(db);
@@ -719,24 +726,49 @@ static int pool_ctx_new(void **ctx)
     return CKPT_OK;
 }
 
+/* Opens a worker's connection to the file and through the VFS of s->cdb:
+ * the absolute name SQLite resolved at open (a relative path would follow a
+ * later chdir) and the same VFS (another one would not share SQLite's
+ * per-file locks with s->cdb). Read-only like a read-only store handle
+ * (query_only); a small page cache, blob pages only pass through it; the
+ * ROLLBACK prepared as on every connection of ours. */
+static int open_worker_db(ckpt_store *s, sqlite3 **out)
+{
+    const char *name = sqlite3_db_filename(s->cdb, "main");
+    sqlite3_vfs *vfs = NULL;
+    if (!name || !*name || sqlite3_file_control(s->cdb, "main", SQLITE_FCNTL_VFS_POINTER, &vfs) !=
+                               SQLITE_OK || !vfs)
+        return ckpt__err(CKPT_ERROR, "%s: cannot tell the chunk file's name and VFS", s->cpath);
+    sqlite3 *db;
+    int rc = open_db_vfs(name, s->flags | CKPT_OPEN_READONLY, s->busy_ms, vfs->zName, &db);
+    if (rc)
+        return rc;
+    char sql[96];
+    snprintf(sql, sizeof sql, "PRAGMA cache_size=-1024; PRAGMA mmap_size=%lld", (long long)s->mmap);
+    if ((rc = ckpt__exec(db, sql, s->cpath)) || (rc = keep_rollback(db, s->cpath))) {
+        close_db(db);
+        return rc;
+    }
+    *out = db;
+    return CKPT_OK;
+}
+
 int ckpt__wctx_cdb(ckpt_store *s, ckpt__wctx *w, sqlite3 **out)
 {
+    /* A transaction left open by a failed job (its ROLLBACK failed too)
+     * would hold the chunk file's SHARED lock, shutting out every commit:
+     * such a connection is closed and made anew. */
+    if (w->cdb && !sqlite3_get_autocommit(w->cdb)) {
+        ckpt__rollback(w->cdb);
+        if (!sqlite3_get_autocommit(w->cdb)) {
+            close_db(w->cdb);
+            w->cdb = NULL;
+        }
+    }
     if (!w->cdb) {
-        sqlite3 *db;
-        /* Read-only like a read-only store handle (query_only). The file
-         * was identified as this store's chunk file when s was opened. A
-         * small page cache: blob pages only pass through it. */
-        int rc = open_db(s->cpath, s->flags | CKPT_OPEN_READONLY, s->busy_ms, &db);
+        int rc = open_worker_db(s, &w->cdb);
         if (rc)
             return rc;
-        char sql[96];
-        snprintf(sql, sizeof sql, "PRAGMA cache_size=-1024; PRAGMA mmap_size=%lld",
-                 (long long)s->mmap);
-        if ((rc = ckpt__exec(db, sql, s->cpath))) {
-            close_db(db);
-            return rc;
-        }
-        w->cdb = db;
     }
     *out = w->cdb;
     return CKPT_OK;
@@ -891,6 +923,8 @@ int ckpt_set_param(ckpt_store *s, int param, int64_t value)
     case CKPT_PARAM_MMAP: {
         char sql[64];
         snprintf(sql, sizeof sql, "PRAGMA mmap_size=%lld", (long long)value);
+        if (value == s->mmap)
+            break;
         if (s->writer_active)
             return ckpt__err(CKPT_EINVAL, "cannot change the mmap size while a writer is open");
         int prc = ckpt__exec(s->cdb, sql, s->cpath);

@@ -434,7 +434,9 @@ static int finish_slot(ckpt_writer *w, const char *name, wslot *j, int64_t *out_
          * commit's fsync still decides durability, so an error here
          * changes nothing and is left for the fsync to report. */
         w->wb_bytes = 0;
+#ifdef SYNC_FILE_RANGE_WRITE /* Linux */
         (void)sync_file_range(w->wb_fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+#endif
     }
     if (w->txn_bytes >= CHUNK_TXN_BYTES) {
         w->txn_open = 0;

@@ -166,7 +166,8 @@ static int group_setup(void **state)
     ckpt_store *s;
     if (fu_open(&s, g_template, CKPT_DURABLE_OFF, 1) || ckpt_run_create(s, "r", NULL, 0) ||
         fu_save(s, "r", 0, FU_SMALL, NULL) || fu_save(s, "r", 1, FU_SMALL, &g_id1) ||
-        ckpt_close(s)) {
+        ckpt_run_create(s, "big", NULL, 0) || fu_save(s, "big", 0, FU_FULL, NULL) ||
+        fu_save(s, "big", 1, FU_FULL, NULL) || ckpt_close(s)) {
         fprintf(stderr, "template: %s\n", ckpt_errmsg());
         return -1;
     }
@@ -309,10 +310,16 @@ static void test_fault__enomem_from_every_allocation_on_of_a_save_is_clean_and_l
 
 /* ---------------------------------------------------------------- restore */
 
-/* Opens r@1 and reads every tensor with allocation n failing. */
+/* What restore_once reads: r@1 (small tensors, read on the calling
+ * thread), or big@1 (a two-chunk tensor: read on the workers, each through
+ * a connection of its own, delta chunks with their bases). */
+static const char *g_rrun = "r";
+static int g_rsize = FU_SMALL;
+
+/* Opens g_rrun@1 and reads every tensor with allocation n failing. */
 static int64_t restore_once(ckpt_store *s, int64_t n, int persist)
 {
-    const fu_tensor *t = fu_model(1, FU_SMALL);
+    const fu_tensor *t = fu_model(1, g_rsize);
     unsigned char *buf[FU_NTENSORS];
     for (int i = 0; i < FU_NTENSORS; i++) {
         buf[i] = malloc(t[i].nbytes + 1);
@@ -320,7 +327,7 @@ static int64_t restore_once(ckpt_store *s, int64_t n, int persist)
     }
     arm(n, persist);
     ckpt_reader *r = NULL;
-    int rc = ckpt_reader_open(&r, s, "r", 1);
+    int rc = ckpt_reader_open(&r, s, g_rrun, 1);
     for (int i = 0; i < FU_NTENSORS && rc == CKPT_OK; i++) {
         size_t k;
         rc = ckpt_reader_find(r, t[i].name, &k);
@@ -356,7 +363,11 @@ static void restore_all(int persist)
     assert_int_equal(fu_copy_store(g_template, g_work), 0);
     ckpt_store *s;
     assert_int_equal(fu_open(&s, g_work, CKPT_DURABLE_OFF, 1), CKPT_OK);
-    restore_once(s, 0, 0); /* warm: SQLite's caches filled as in every later run */
+    restore_once(s, 0, 0); /* warm: process-wide one-time allocations made */
+    assert_int_equal(ckpt_close(s), CKPT_OK);
+    /* Counted as every iteration runs: the first restore of a fresh handle
+     * (which starts the workers and opens their connections). */
+    assert_int_equal(fu_open(&s, g_work, CKPT_DURABLE_OFF, 1), CKPT_OK);
     int64_t total = restore_once(s, 0, 0);
     assert_int_equal(ckpt_close(s), CKPT_OK);
     int64_t tried = 0;
@@ -375,8 +386,29 @@ static void restore_all(int persist)
     assert_int_equal(fu_open(&s, g_work, CKPT_DURABLE_OFF, 1), CKPT_OK);
     assert_int_equal(fu_verify(s), 0);
     assert_int_equal(ckpt_close(s), CKPT_OK);
-    printf("[ fault-alloc ] restore: %" PRId64 " allocations, %s %" PRId64 " of them\n", total,
-           persist ? "all failing from each of" : "failed one at a time at", tried);
+    printf("[ fault-alloc ] restore of %s@1: %" PRId64 " allocations, %s %" PRId64 " of them\n",
+           g_rrun, total, persist ? "all failing from each of" : "failed one at a time at", tried);
+}
+
+static void restore_all_big(int persist)
+{
+    g_rrun = "big";
+    g_rsize = FU_FULL;
+    restore_all(persist);
+    g_rrun = "r";
+    g_rsize = FU_SMALL;
+}
+
+static void test_fault__enomem_on_every_allocation_of_a_pooled_restore_is_clean_and_leak_free(void **state)
+{
+    (void)state;
+    restore_all_big(0);
+}
+
+static void test_fault__enomem_from_every_allocation_on_of_a_pooled_restore_is_clean_and_leak_free(void **state)
+{
+    (void)state;
+    restore_all_big(1);
 }
 
 static void test_fault__enomem_on_every_allocation_of_a_restore_is_clean_and_leak_free(void **state)
@@ -398,6 +430,8 @@ int main(void)
         cmocka_unit_test(test_fault__enomem_from_every_allocation_on_of_a_save_is_clean_and_leak_free),
         cmocka_unit_test(test_fault__enomem_on_every_allocation_of_a_restore_is_clean_and_leak_free),
         cmocka_unit_test(test_fault__enomem_from_every_allocation_on_of_a_restore_is_clean_and_leak_free),
+        cmocka_unit_test(test_fault__enomem_on_every_allocation_of_a_pooled_restore_is_clean_and_leak_free),
+        cmocka_unit_test(test_fault__enomem_from_every_allocation_on_of_a_pooled_restore_is_clean_and_leak_free),
     };
     if (getenv("FAULT_FILTER"))
         cmocka_set_test_filter(getenv("FAULT_FILTER"));
