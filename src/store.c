@@ -495,16 +495,43 @@ static int connect_one(ckpt_store *s, const char *path, int64_t app_id, const ch
     return CKPT_OK;
 }
 
+/* Switching a new file to WAL needs an exclusive lock, and SQLite answers
+ * SQLITE_BUSY at once, without the busy handler, while another process
+ * holds the file (several processes creating one store at the same moment:
+ * found by tests/unit/test_store.c under load). Retry within the busy
+ * timeout; once any of them has switched, the mode is in the file. */
+static int set_wal(sqlite3 *db, const char *path, int busy_ms)
+{
+    int64_t deadline = ckpt__now_us() + (int64_t)busy_ms * 1000;
+    for (useconds_t pause = 1000;; pause = pause < 50000 ? pause * 2 : pause) {
+        sqlite3_stmt *st;
+        int rc = sqlite3_prepare_v2(db, "PRAGMA journal_mode=WAL", -1, &st, NULL);
+        if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+            const char *mode = (const char *)sqlite3_column_text(st, 0);
+            int wal = mode && sqlite3_stricmp(mode, "wal") == 0;
+            sqlite3_finalize(st);
+            if (wal)
+                return CKPT_OK;
+            if (!mode)
+                return ckpt__err(CKPT_ENOMEM, "%s: out of memory setting WAL mode", path);
+            return ckpt__err(CKPT_EIO, "%s: cannot switch to WAL mode (the file system may "
+                                       "not support shared memory)", path);
+        }
+        sqlite3_finalize(st);
+        if ((rc & 0xff) != SQLITE_BUSY || ckpt__now_us() >= deadline)
+            return ckpt__sqlerr(db, rc, path);
+        usleep(pause);
+    }
+}
+
 static int setup_one(ckpt_store *s, sqlite3 *db, const char *path, int64_t app_id,
                      const char *const *mig, int is_main, const char *store_id)
 {
     int rc, ro = (s->flags & CKPT_OPEN_READONLY) != 0;
-    if (!ro) {
-        /* page_size must precede the first write to take effect. */
-        if ((rc = ckpt__exec(db, is_main ? "PRAGMA journal_mode=WAL" : "PRAGMA page_size=65536",
-                             path)))
-            return rc;
-    }
+    if (!ro && (rc = is_main ? set_wal(db, path, s->busy_ms)
+                             /* page_size must precede the first write. */
+                             : ckpt__exec(db, "PRAGMA page_size=65536", path)))
+        return rc;
     /* The chunk file stays fully synced unless durability is OFF: its
      * commit must be on disk before the manifest that refers to it. */
     int dur = s->durability;
