@@ -394,10 +394,18 @@ CKPT_API int ckpt_last_intact(ckpt_store *s, const char *run, ckpt_checkpoint_in
 CKPT_API int ckpt_export_safetensors(ckpt_store *s, const char *run, int64_t epoch,
                                      const char *path);
 
+/* The same for the checkpoint with this id (ckpt_checkpoint_info.id): the
+ * way to export exactly the head, or a checkpoint whose epoch another one
+ * shares. Errors: as ckpt_export_safetensors. */
+CKPT_API int ckpt_export_safetensors_id(ckpt_store *s, int64_t checkpoint_id, const char *path);
+
 /* Validates a safetensors file completely, then stores it as a checkpoint of
- * run (created if missing) at (epoch, step). Tensor kinds are "model" unless
- * __metadata__ has "ckpt.kind.<name>". Errors: CKPT_EINVAL (the message says
- * what is wrong and where; nothing stored), CKPT_ENOTFOUND, write errors. */
+ * run (created if missing) at (epoch, step), after the run's head. Tensor
+ * kinds are "model" unless __metadata__ has "ckpt.kind.<name>", which must
+ * name a tensor of the file and a kind. *out_id (may be NULL) receives the
+ * new checkpoint's id. Errors: CKPT_EINVAL (the message says what is wrong
+ * and where; nothing stored), CKPT_EEXISTS (the run's current line already
+ * has a checkpoint at this epoch and step), CKPT_ENOTFOUND, write errors. */
 CKPT_API int ckpt_import_safetensors(ckpt_store *s, const char *path, const char *run,
                                      int64_t epoch, int64_t step, int64_t *out_id);
 

@@ -15,6 +15,7 @@
 #include "ckpt.h"
 #include "error.h"
 #include "safetensors.h"
+#include "store.h"
 
 /* Tensor data is copied to the export file through a buffer of this size,
  * so exporting never holds a whole checkpoint (or tensor) in memory. */
@@ -211,6 +212,8 @@ static int write_file(exporter *e, int fd, const char *tmp)
     return rc;
 }
 
+static int export_reader(ckpt_store *s, exporter e, const char *path);
+
 int ckpt_export_safetensors(ckpt_store *s, const char *run, int64_t epoch, const char *path)
 {
     if (!s || !run || !path || !*path)
@@ -219,6 +222,25 @@ int ckpt_export_safetensors(ckpt_store *s, const char *run, int64_t epoch, const
     int rc = ckpt_reader_open(&e.r, s, run, epoch);
     if (rc)
         return ckpt__err_prefix(rc, "exporting to %s", path);
+    return export_reader(s, e, path);
+}
+
+int ckpt_export_safetensors_id(ckpt_store *s, int64_t checkpoint_id, const char *path)
+{
+    if (!s || !path || !*path)
+        return ckpt__err(CKPT_EINVAL, "ckpt_export_safetensors_id: store and path are required");
+    exporter e = {0};
+    int rc = ckpt_reader_open_id(&e.r, s, checkpoint_id);
+    if (rc)
+        return ckpt__err_prefix(rc, "exporting to %s", path);
+    return export_reader(s, e, path);
+}
+
+/* Writes the checkpoint e.r reads to path; frees e. */
+static int export_reader(ckpt_store *s, exporter e, const char *path)
+{
+    const char *run = ckpt_reader_run(e.r);
+    int rc;
     if ((rc = build_header(s, &e))) {
         exporter_free(&e);
         return ckpt__err_prefix(rc, "exporting to %s", path);
@@ -271,8 +293,10 @@ static int kind_ref_cmp(const void *a, const void *b)
 }
 
 /* Kinds from __metadata__ "ckpt.kind.<name>" (written by export); a tensor
- * without one, or with a value that is not a kind, is a model tensor. */
-static int resolve_kinds(const ckpt__st_header *h, int *kinds)
+ * without one is a model tensor. An entry whose value is not a kind, or
+ * that names no tensor of the file, is refused: the file claims something
+ * ckpt cannot honour. */
+static int resolve_kinds(const ckpt__st_header *h, int *kinds, const char *path)
 {
     size_t nk = 0;
     for (size_t i = 0; i < h->nmeta; i++)
@@ -289,18 +313,67 @@ static int resolve_kinds(const ckpt__st_header *h, int *kinds)
                 refs[nk++] = (kind_ref){h->meta_key[i] + sizeof KIND_PREFIX - 1, h->meta_val[i]};
         qsort(refs, nk, sizeof *refs, kind_ref_cmp);
     }
-    for (size_t i = 0; i < h->n; i++) {
+    int rc = CKPT_OK;
+    for (size_t i = 0; i < nk && rc == CKPT_OK; i++) {
+        if (ckpt_kind_parse(refs[i].value) < 0)
+            rc = ckpt__err(CKPT_EINVAL,
+                           "%s: __metadata__ \"%s%.256s\" is '%.64s', not a kind (model, "
+                           "optimizer, rng, state, extra)",
+                           path, KIND_PREFIX, refs[i].name, refs[i].value);
+        else if (i > 0 && strcmp(refs[i - 1].name, refs[i].name) == 0)
+            rc = ckpt__err(CKPT_EINVAL, "%s: __metadata__ gives the kind of '%.256s' twice", path,
+                           refs[i].name);
+    }
+    size_t used = 0;
+    for (size_t i = 0; i < h->n && rc == CKPT_OK; i++) {
         kinds[i] = CKPT_KIND_MODEL;
         kind_ref key = {h->t[i].name, NULL};
         const kind_ref *f = nk ? bsearch(&key, refs, nk, sizeof *refs, kind_ref_cmp) : NULL;
         if (f) {
-            int k = ckpt_kind_parse(f->value);
-            if (k > 0)
-                kinds[i] = k;
+            kinds[i] = ckpt_kind_parse(f->value);
+            used++;
         }
     }
+    for (size_t i = 0; rc == CKPT_OK && used < nk && i < nk; i++) {
+        int found = 0;
+        for (size_t t = 0; t < h->n && !found; t++)
+            found = strcmp(h->t[t].name, refs[i].name) == 0;
+        if (!found)
+            rc = ckpt__err(CKPT_EINVAL,
+                           "%s: __metadata__ \"%s%.256s\" names no tensor of the file", path,
+                           KIND_PREFIX, refs[i].name);
+    }
     ckpt__free(refs);
-    return CKPT_OK;
+    return rc;
+}
+
+/* A run's current line (the head and its ancestors) holds at most one
+ * checkpoint per (epoch, step): importing the same file twice must not make
+ * `RUN@EPOCH` ambiguous. Checkpoints on abandoned branches do not count. */
+static int check_not_on_line(ckpt_store *s, const char *run, int64_t epoch, int64_t step,
+                             const char *path)
+{
+    sqlite3_stmt *st;
+    int rc = ckpt__prepare(s->db,
+                           "SELECT 1 FROM v_checkpoints WHERE run = ? AND epoch = ? AND step = ?"
+                           " AND NOT abandoned",
+                           &st);
+    if (rc)
+        return rc;
+    sqlite3_bind_text(st, 1, run, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, epoch);
+    sqlite3_bind_int64(st, 3, step);
+    int r = sqlite3_step(st);
+    if (r == SQLITE_ROW)
+        rc = ckpt__err(CKPT_EEXISTS,
+                       "importing %s: run '%s' already has a checkpoint at epoch %" PRId64
+                       " step %" PRId64 " on its current line (give another --step, or roll "
+                       "back with `ckpt restore` first)",
+                       path, run, epoch, step);
+    else if (r != SQLITE_DONE)
+        rc = ckpt__sqlerr(s->db, r, "checking existing checkpoints");
+    sqlite3_finalize(st);
+    return rc;
 }
 
 /* The writer's tensor-name rule (1..256 bytes, no control characters),
@@ -423,7 +496,8 @@ int ckpt_import_safetensors(ckpt_store *s, const char *path, const char *run, in
         rc = ckpt__err(CKPT_ENOMEM, "out of memory importing %s", path);
         goto out;
     }
-    if ((rc = resolve_kinds(&h, kinds)))
+    if ((rc = resolve_kinds(&h, kinds, path)) ||
+        (rc = check_not_on_line(s, run, epoch, step, path)))
         goto out;
 
     if (data_size) {

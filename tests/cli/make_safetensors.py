@@ -82,6 +82,8 @@ def bad_variants():
     h = hdr.decode().rstrip().replace('"step":', '"mask":', 1)
     v["duplicate_name"] = struct.pack("<Q", len(h)) + h.encode() + data
     b = copy.deepcopy(base); b["__metadata__"] = {"k": 5}; v["metadata_not_string"] = with_header(b)
+    b = copy.deepcopy(base); b["__metadata__"] = {"ckpt.kind.encoder.weight": "weird"}; v["kind_unknown"] = with_header(b)
+    b = copy.deepcopy(base); b["__metadata__"] = {"ckpt.kind.nosuch": "model"}; v["kind_no_tensor"] = with_header(b)
     return v
 
 
@@ -90,6 +92,13 @@ def main():
     if cmd == "good":
         with open(sys.argv[2], "wb") as f:
             f.write(build(tensors(), {"format": "pt", "source": "independent writer"}))
+    elif cmd == "small":
+        # two tensors whose content depends on a seed: tells files apart
+        seed = int(sys.argv[3])
+        ts = {"w": ("F32", [3], struct.pack("<3f", seed, seed + 0.5, -seed)),
+              "n": ("I64", [], struct.pack("<q", seed * 1000))}
+        with open(sys.argv[2], "wb") as f:
+            f.write(build(ts, {"format": "pt"}))
     elif cmd == "bad":
         import os
         for name, blob in bad_variants().items():

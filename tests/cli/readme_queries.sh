@@ -26,6 +26,17 @@ while IFS= read -r -d '' q; do
         echo "ok   query $n ($(echo "$out" | wc -l) rows)"
     fi
 done < <(awk '/^```sql$/{f=1; q=""; next} /^```$/{if(f){printf "%s%c", q, 0}; f=0; next} f{q=q $0 "\n"}' "$CKPT_SRC_DIR/README.md")
+# After the rollback and resume, an abandoned checkpoint shares the head's
+# epoch and step: joining on those counts its tensors twice, joining on
+# checkpoint_id (as the README does) does not.
+dup_sql() { echo "SELECT count(*) FROM (SELECT t.run, t.name FROM v_tensors t $1 GROUP BY 1, 2 HAVING count(*) > 1)"; }
+by_epoch=$(sqlite3 "$db" "$(dup_sql "JOIN v_runs r ON r.run = t.run AND r.head_epoch = t.epoch AND r.head_step = t.step")")
+by_id=$(sqlite3 "$db" "$(dup_sql "JOIN v_checkpoints c ON c.checkpoint_id = t.checkpoint_id WHERE c.is_head")")
+if [ "$by_epoch" -gt 0 ] && [ "$by_id" = 0 ]; then
+    echo "ok   head tensors: $by_id duplicates by checkpoint_id ($by_epoch by epoch and step)"
+else
+    echo "FAIL head tensors: $by_id duplicates by checkpoint_id, $by_epoch by epoch and step"; fails=$((fails + 1))
+fi
 [ "$n" -ge 5 ] || { echo "FAIL: only $n sql blocks in README"; fails=$((fails + 1)); }
 rm -rf "$T"
 exit $((fails > 0))

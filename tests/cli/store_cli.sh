@@ -40,6 +40,25 @@ h1=$("$CKPT" show imp --json | grep -o '"hash": "[0-9a-f]*"' | sort)
 h2=$("$CKPT" show imp2 --json | grep -o '"hash": "[0-9a-f]*"' | sort)
 [ -n "$h1" ] && [ "$h1" = "$h2" ] && ok "re-import keeps hashes" || bad "hashes differ after re-import"
 
+# Two checkpoints of one epoch, the later (the head) at the lower step:
+# exporting the head writes the head, and import reports its own tensors.
+$PY small "$T/s1.safetensors" 1
+$PY small "$T/s2.safetensors" 2
+expect 0 "$CKPT" import "$T/in.safetensors" --run twin --epoch 1 --step 200
+grep -q "(step 200, 8 tensors)" "$T/out" && ok "import counts its tensors" || bad "import output: $(cat "$T/out")"
+expect 0 "$CKPT" import "$T/s2.safetensors" --run twin --epoch 1 --step 100
+grep -q "(step 100, 2 tensors)" "$T/out" && ok "import counts its own tensors, not the epoch's" || bad "import output: $(cat "$T/out")"
+expect 0 "$CKPT" restore twin -o "$T/twin.safetensors"
+$PY compare "$T/s2.safetensors" "$T/twin.safetensors" && ok "restore -o of the head writes the head" \
+    || bad "restore -o wrote another checkpoint than the head"
+grep -q "step 100, 2 tensors" "$T/out" && ok "restore -o reports the head" || bad "restore -o output: $(cat "$T/out")"
+# The same epoch and step again on the run's line: refused, store unchanged.
+n_before=$(sqlite3 "$db" "SELECT count(*) FROM checkpoints")
+expect 1 "$CKPT" import "$T/s1.safetensors" --run twin --epoch 1 --step 100
+grep -q "already has a checkpoint at epoch 1 step 100" "$T/err" && ok "duplicate import named" || bad "duplicate import message: $(cat "$T/err")"
+[ "$(sqlite3 "$db" "SELECT count(*) FROM checkpoints")" = "$n_before" ] && ok "duplicate import stored nothing" || bad "duplicate import stored a checkpoint"
+expect 2 "$CKPT" import "$T/s1.safetensors" --run "" --epoch 1
+
 # Malformed files: refused, clear message, store unchanged.
 mkdir "$T/bad"
 $PY bad "$T/bad"
@@ -58,6 +77,11 @@ cafter=$(sqlite3 "$db-chunks" "SELECT count(*) FROM chunks")
 "$CKPT_BIN_DIR/ckpt-example" "$db" >/dev/null || bad "example program"
 expect 0 "$CKPT" list example
 [ "$(grep -c '^example ' "$T/out")" = 3 ] && ok "list shows 3 checkpoints" || bad "list: $(cat "$T/out")"
+# JSON keeps every digit of a metric value: list and runs agree with metrics.
+full=$("$CKPT" metrics example --json | grep -o '"name": "loss", "epoch": 3, "step": [0-9]*, "value": [^,]*' | tail -1 | sed 's/.*"value": //')
+expect 0 "$CKPT" list example --json
+grep -q "\"loss\": $full" "$T/out" && [ "${#full}" -gt 8 ] && ok "list --json keeps full precision ($full)" \
+    || bad "list --json loses precision of $full: $(grep -o '"loss": [^,}]*' "$T/out" | head -3)"
 expect 0 "$CKPT" restore example@1
 expect 0 "$CKPT" list example --json
 [ "$(grep -o '"abandoned": true' "$T/out" | wc -l)" = 2 ] && ok "two abandoned after rollback" || bad "abandoned: $(cat "$T/out")"
@@ -85,6 +109,8 @@ expect 2 "$CKPT" show
 expect 2 "$CKPT" show "r@x"
 expect 2 "$CKPT" show "r@-1"
 expect 2 "$CKPT" list --frobnicate
+expect 2 "$CKPT" runs --all
+grep -q "unknown option '--all'" "$T/err" && ok "runs names the unknown option" || bad "runs --all: $(cat "$T/err")"
 expect 2 "$CKPT" import "$T/in.safetensors" --run x
 expect 2 "$CKPT" import "$T/in.safetensors" --run x --epoch 1e3
 expect 1 "$CKPT" show nosuchrun

@@ -268,10 +268,13 @@ static void check_export(const char *file, int64_t e)
     char db[700];
     snprintf(db, sizeof db, "%s/check%" PRId64 ".db", g_dir, e);
     ckpt_store *v;
+    static int n; /* a new run per check: one (epoch, step) per line */
+    char run[32];
+    snprintf(run, sizeof run, "back%d", ++n);
     assert_int_equal(fu_open(&v, db, CKPT_DURABLE_OFF, 1), CKPT_OK);
-    if (ckpt_import_safetensors(v, file, "back", e, e * 10, NULL) != CKPT_OK)
+    if (ckpt_import_safetensors(v, file, run, e, e * 10, NULL) != CKPT_OK)
         fail_msg("the exported %s does not import: %s", file, ckpt_errmsg());
-    assert_int_equal(fu_check(v, "back", e, FU_MEDIUM), 0);
+    assert_int_equal(fu_check(v, run, e, FU_MEDIUM), 0);
     ckpt_close(v);
 }
 

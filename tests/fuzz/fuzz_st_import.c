@@ -66,6 +66,25 @@ static int names_ok(const ckpt__st_header *h)
     return 1;
 }
 
+/* The importer's rule for "ckpt.kind.<name>" metadata: the value is a kind
+ * and the name a tensor of the file. */
+static int kinds_ok(const ckpt__st_header *h)
+{
+    static const char prefix[] = "ckpt.kind.";
+    for (size_t i = 0; i < h->nmeta; i++) {
+        if (strncmp(h->meta_key[i], prefix, sizeof prefix - 1) != 0)
+            continue;
+        if (ckpt_kind_parse(h->meta_val[i]) < 0)
+            return 0;
+        int found = 0;
+        for (size_t t = 0; t < h->n && !found; t++)
+            found = strcmp(h->t[t].name, h->meta_key[i] + sizeof prefix - 1) == 0;
+        if (!found)
+            return 0;
+    }
+    return 1;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (!store) {
@@ -90,6 +109,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     if (!names_ok(&h)) {
         FZ_CHECK(rc == CKPT_EINVAL, "import of a tensor name the writer refuses gave %d", rc);
+        ckpt__st_header_free(&h);
+        return 0;
+    }
+    if (!kinds_ok(&h)) {
+        FZ_CHECK(rc == CKPT_EINVAL, "import of a file with invalid ckpt.kind metadata gave %d", rc);
         ckpt__st_header_free(&h);
         return 0;
     }

@@ -1004,18 +1004,36 @@ static void test_st__import_kinds_come_from_metadata_when_valid(void **state)
     (void)state;
     const char *dir = tu_tmpdir();
     ckpt_store *s = open_store(dir);
-    const char *json = "{\"__metadata__\":{\"ckpt.kind.a\":\"optimizer\",\"ckpt.kind.b\":\"bogus\","
-                       "\"ckpt.kind.zz\":\"rng\",\"ckpt.kind.c\":\"state\"},"
-                       "\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]},"
-                       "\"b\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[1,2]},"
-                       "\"c\":{\"dtype\":\"U8\",\"shape\":[0],\"data_offsets\":[2,2]},"
-                       "\"d\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[2,3]}}";
-    size_t size;
-    unsigned char *img = mkfile(json, 0, "xyz", 3, &size);
+    static const char tensors[] = "\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]},"
+                                  "\"b\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[1,2]},"
+                                  "\"c\":{\"dtype\":\"U8\",\"shape\":[0],\"data_offsets\":[2,2]},"
+                                  "\"d\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[2,3]}}";
+    static const struct {
+        const char *meta, *error; /* error: NULL if the import succeeds */
+    } cases[] = {
+        {"\"ckpt.kind.a\":\"optimizer\",\"ckpt.kind.b\":\"bogus\"", "\"ckpt.kind.b\" is 'bogus', not a kind"},
+        {"\"ckpt.kind.a\":\"optimizer\",\"ckpt.kind.zz\":\"rng\"", "\"ckpt.kind.zz\" names no tensor"},
+        {"\"ckpt.kind.a\":\"optimizer\",\"ckpt.kind.c\":\"state\",\"other\":\"x\"", NULL},
+    };
     const char *f = tu_path(dir, "k.safetensors");
-    assert_int_equal(tu_write_file(f, img, size), 0);
-    free(img);
-    assert_int_equal(ckpt_import_safetensors(s, f, "k", 1, 2, NULL), CKPT_OK);
+    for (size_t k = 0; k < 3; k++) {
+        char json[1024];
+        snprintf(json, sizeof json, "{\"__metadata__\":{%s},%s", cases[k].meta, tensors);
+        size_t size;
+        unsigned char *img = mkfile(json, 0, "xyz", 3, &size);
+        assert_int_equal(tu_write_file(f, img, size), 0);
+        free(img);
+        int rc = ckpt_import_safetensors(s, f, "k", 1, 2, NULL);
+        if (cases[k].error) {
+            assert_int_equal(rc, CKPT_EINVAL);
+            if (!strstr(ckpt_errmsg(), cases[k].error))
+                fail_msg("case %zu: message '%s' lacks '%s'", k, ckpt_errmsg(), cases[k].error);
+            ckpt_checkpoint_info ci;
+            assert_int_equal(ckpt_head(s, "k", &ci), CKPT_ENOTFOUND); /* nothing stored */
+        } else {
+            assert_int_equal(rc, CKPT_OK);
+        }
+    }
     ckpt_reader *r;
     assert_int_equal(ckpt_reader_open(&r, s, "k", 1), CKPT_OK);
     static const int want[] = {CKPT_KIND_OPTIMIZER, CKPT_KIND_MODEL, CKPT_KIND_STATE,
@@ -1026,6 +1044,9 @@ static void test_st__import_kinds_come_from_metadata_when_valid(void **state)
         assert_int_equal(ti.kind, want[i]);
     }
     ckpt_reader_close(r);
+    /* The same epoch and step again on the run's line: refused. */
+    assert_int_equal(ckpt_import_safetensors(s, f, "k", 1, 2, NULL), CKPT_EEXISTS);
+    assert_int_equal(ckpt_import_safetensors(s, f, "k", 1, 3, NULL), CKPT_OK);
     assert_int_equal(ckpt_close(s), CKPT_OK);
 }
 

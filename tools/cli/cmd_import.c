@@ -13,7 +13,7 @@ int cmd_import(cli *c)
         return EXIT_USAGE;
     if (np == 0)
         return cli_usage("import", "missing FILE.safetensors");
-    if (!run)
+    if (!run || !*run)
         return cli_usage("import", "missing --run RUN");
     if (!epoch_s)
         return cli_usage("import", "missing --epoch N");
@@ -27,14 +27,20 @@ int cmd_import(cli *c)
     int rc = ckpt_import_safetensors(cli_store, pos[0], run, epoch, step, &id);
     if (rc)
         return cli_fail("import", rc);
-    ckpt_checkpoint_info ci;
-    if (ckpt_checkpoint_find(cli_store, run, epoch, &ci) == CKPT_OK) {
+    ckpt_reader *r;
+    if (ckpt_reader_open_id(&r, cli_store, id) == CKPT_OK) {
+        long long n = (long long)ckpt_reader_count(r);
+        ckpt_reader_close(r);
         if (c->json)
-            printf("{\"run\": \"%s\", \"epoch\": %lld, \"step\": %lld, \"tensors\": %lld}\n", run,
-                   (long long)epoch, (long long)step, (long long)ci.ntensors);
+        {
+            printf("{\"run\": ");
+            json_str(stdout, run);
+            printf(", \"epoch\": %lld, \"step\": %lld, \"id\": %lld, \"tensors\": %lld}\n",
+                   (long long)epoch, (long long)step, (long long)id, n);
+        }
         else
             printf("imported %s as %s@%lld (step %lld, %lld tensors)\n", pos[0], run,
-                   (long long)epoch, (long long)step, (long long)ci.ntensors);
+                   (long long)epoch, (long long)step, n);
     }
     return EXIT_OK;
 }

@@ -63,12 +63,13 @@ static mrow *load_metrics(sqlite3 *db, const char *run, size_t *n)
     return rows;
 }
 
-/* "name=value ..." (or JSON members) of one checkpoint into buf. */
+/* "name=value ..." (or JSON members) of one checkpoint into *buf, grown as
+ * needed (a run may log any number of metrics). */
 static void epoch_metrics(const mrow *rows, size_t n, int64_t run, int64_t branch, int64_t epoch,
-                          int64_t step, int json, char *buf, size_t cap)
+                          int64_t step, int json, char **buf, size_t *cap)
 {
     size_t lo = 0, hi = n, len = 0;
-    buf[0] = 0;
+    (*buf)[0] = 0;
     while (lo < hi) {
         size_t mid = (lo + hi) / 2;
         if (cmp_key(run, branch, epoch, &rows[mid]) > 0)
@@ -84,18 +85,33 @@ static void epoch_metrics(const mrow *rows, size_t n, int64_t run, int64_t branc
              j++)
             if (rows[j].step <= step)
                 best = j;
-        if (best != SIZE_MAX && len + 100 < cap) {
-            char v[64];
+        if (best != SIZE_MAX) {
+            /* names are at most 256 bytes, 6 per byte escaped */
+            char v[64], item[1700];
             if (rows[best].null)
                 snprintf(v, sizeof v, json ? "null" : "nan");
+            else if (json)
+                fmt_json_value(rows[best].value, v, sizeof v);
             else
                 fmt_value(rows[best].value, v, sizeof v);
+            size_t k = (size_t)snprintf(item, sizeof item, "%s", len ? (json ? ", " : " ") : "");
             if (json)
-                len += (size_t)snprintf(buf + len, cap - len, "%s\"%.64s\": %s", len ? ", " : "",
-                                        rows[best].name, v);
+                k += json_str_buf(item + k, sizeof item - k, rows[best].name);
             else
-                len += (size_t)snprintf(buf + len, cap - len, "%s%.64s=%s", len ? " " : "",
-                                        rows[best].name, v);
+                k += (size_t)snprintf(item + k, sizeof item - k, "%s", rows[best].name);
+            k += (size_t)snprintf(item + k, sizeof item - k, "%s%s", json ? ": " : "=", v);
+            if (k >= sizeof item)
+                k = sizeof item - 1;
+            if (len + k + 1 > *cap) {
+                size_t nc = 2 * (len + k + 1);
+                char *p = realloc(*buf, nc);
+                if (!p)
+                    return;
+                *buf = p;
+                *cap = nc;
+            }
+            memcpy(*buf + len, item, k + 1);
+            len += k;
         }
         i = j;
     }
@@ -196,7 +212,18 @@ int cmd_list(cli *c)
     int first = 1, rc;
     if (c->json)
         printf("[");
-    char *mbuf = malloc(4096);
+    size_t mcap = 4096;
+    char *mbuf = malloc(mcap);
+    if (!mbuf) {
+        sqlite3_finalize(st);
+        for (size_t i = 0; i < nrows; i++)
+            free(rows[i].name);
+        free(rows);
+        free(nodes);
+        table_free(t);
+        fprintf(stderr, "ckpt list: out of memory\n");
+        return EXIT_FAIL;
+    }
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         const char *name = (const char *)sqlite3_column_text(st, 0);
         long long epoch = sqlite3_column_int64(st, 1), step = sqlite3_column_int64(st, 2);
@@ -204,7 +231,7 @@ int cmd_list(cli *c)
         cnode *node = find_node(nodes, nnodes, sqlite3_column_int64(st, 11));
         int abandoned = !(node && node->online);
         epoch_metrics(rows, nrows, sqlite3_column_int64(st, 8), sqlite3_column_int64(st, 9), epoch,
-                      step, c->json, mbuf, 4096);
+                      step, c->json, &mbuf, &mcap);
         char time[32], size[32], stored[32];
         fmt_time_us(sqlite3_column_int64(st, 3), time, sizeof time);
         if (c->json) {

@@ -46,7 +46,7 @@ int cmd_metrics(cli *c)
             if (sqlite3_column_type(st, 3) == SQLITE_NULL)
                 snprintf(v, sizeof v, "null");
             else
-                snprintf(v, sizeof v, "%.17g", sqlite3_column_double(st, 3));
+                fmt_json_value(sqlite3_column_double(st, 3), v, sizeof v);
             printf(", \"epoch\": %lld, \"step\": %lld, \"value\": %s, \"time\": %.6f%s}",
                    (long long)sqlite3_column_int64(st, 1), (long long)sqlite3_column_int64(st, 2), v,
                    sqlite3_column_double(st, 4),

@@ -61,7 +61,7 @@ int cmd_prune(cli *c)
 
 int cmd_gc(cli *c)
 {
-    if (c->argc > 0)
-        return cli_usage("gc", "unexpected argument '%s'", c->argv[0]);
+    if (cli_getopt(c, "gc", NULL, NULL, 0) < 0)
+        return EXIT_USAGE;
     return report_gc(c, -1);
 }

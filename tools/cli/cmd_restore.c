@@ -22,11 +22,17 @@ int cmd_restore(cli *c)
     if (rc)
         return cli_fail("restore", rc);
     if (out) {
-        if ((rc = ckpt_export_safetensors(cli_store, run, ci.epoch, out)))
+        if ((rc = ckpt_export_safetensors_id(cli_store, ci.id, out)))
             return cli_fail("restore", rc);
         if (c->json)
-            printf("{\"run\": \"%s\", \"epoch\": %lld, \"step\": %lld, \"file\": \"%s\"}\n", run,
-                   (long long)ci.epoch, (long long)ci.step, out);
+        {
+            printf("{\"run\": ");
+            json_str(stdout, run);
+            printf(", \"epoch\": %lld, \"step\": %lld, \"file\": ", (long long)ci.epoch,
+                   (long long)ci.step);
+            json_str(stdout, out);
+            printf("}\n");
+        }
         else
             printf("wrote %s@%lld (step %lld, %lld tensors) to %s\n", run, (long long)ci.epoch,
                    (long long)ci.step, (long long)ci.ntensors, out);
@@ -37,8 +43,10 @@ int cmd_restore(cli *c)
     if ((rc = ckpt_rollback(cli_store, run, ci.id)))
         return cli_fail("restore", rc);
     if (c->json) {
-        printf("{\"run\": \"%s\", \"head_epoch\": %lld, \"head_step\": %lld}\n", run,
-               (long long)ci.epoch, (long long)ci.step);
+        printf("{\"run\": ");
+        json_str(stdout, run);
+        printf(", \"head_epoch\": %lld, \"head_step\": %lld}\n", (long long)ci.epoch,
+               (long long)ci.step);
     } else if (hrc == CKPT_OK && head.id == ci.id) {
         printf("%s: head is already epoch %lld (step %lld); nothing to do\n", run,
                (long long)ci.epoch, (long long)ci.step);

@@ -22,9 +22,11 @@ static char *latest_metrics(sqlite3 *db, const char *run, int json)
         const char *name = (const char *)sqlite3_column_text(st, 0);
         if (sqlite3_column_type(st, 1) == SQLITE_NULL)
             snprintf(v, sizeof v, json ? "null" : "nan");
+        else if (json)
+            fmt_json_value(sqlite3_column_double(st, 1), v, sizeof v);
         else
             fmt_value(sqlite3_column_double(st, 1), v, sizeof v);
-        size_t need = n + strlen(name) + strlen(v) + 16;
+        size_t need = n + 6 * strlen(name) + strlen(v) + 16;
         if (need > cap) {
             cap = 2 * need;
             char *p = realloc(out, cap);
@@ -32,8 +34,11 @@ static char *latest_metrics(sqlite3 *db, const char *run, int json)
                 break;
             out = p;
         }
-        if (json)
-            n += (size_t)snprintf(out + n, cap - n, "%s\"%s\": %s", n ? ", " : "", name, v);
+        if (json) {
+            n += (size_t)snprintf(out + n, cap - n, "%s", n ? ", " : "");
+            n += json_str_buf(out + n, cap - n, name);
+            n += (size_t)snprintf(out + n, cap - n, ": %s", v);
+        }
         else
             n += (size_t)snprintf(out + n, cap - n, "%s%s=%s", n ? " " : "", name, v);
     }
@@ -43,8 +48,8 @@ static char *latest_metrics(sqlite3 *db, const char *run, int json)
 
 int cmd_runs(cli *c)
 {
-    if (c->argc > 0)
-        return cli_usage("runs", "unexpected argument '%s'", c->argv[0]);
+    if (cli_getopt(c, "runs", NULL, NULL, 0) < 0)
+        return EXIT_USAGE;
     sqlite3 *db = ckpt_store_db(cli_store);
     sqlite3_stmt *st;
     const char *sql =

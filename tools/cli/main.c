@@ -133,7 +133,7 @@ int main(int argc, char **argv)
             usage(stdout);
             return EXIT_OK;
         }
-        return cli_usage(NULL, "unknown command '%s' (see ckpt --help)", argv[i]);
+        return cli_usage(NULL, "unknown command '%s'", argv[i]);
     }
     /* Global options may also follow the command; --help anywhere wins. */
     char **args = calloc((size_t)argc, sizeof *args);

@@ -3,6 +3,7 @@
  * parsing, aligned tables and JSON string output.
  */
 #include <errno.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -213,4 +214,28 @@ void fmt_time_us(int64_t us, char *buf, size_t cap)
 void fmt_value(double v, char *buf, size_t cap)
 {
     snprintf(buf, cap, "%.6g", v);
+}
+
+/* JSON keeps every bit: 17 significant digits read back to the same
+ * double. JSON has no infinities: they become null, like NaN. */
+void fmt_json_value(double v, char *buf, size_t cap)
+{
+    if (isfinite(v))
+        snprintf(buf, cap, "%.17g", v);
+    else
+        snprintf(buf, cap, "null");
+}
+
+size_t json_str_buf(char *buf, size_t cap, const char *s)
+{
+    char *m = NULL;
+    size_t mlen = 0;
+    FILE *f = open_memstream(&m, &mlen);
+    if (!f)
+        return (size_t)snprintf(buf, cap, "\"\"");
+    json_str(f, s);
+    fclose(f);
+    size_t n = (size_t)snprintf(buf, cap, "%s", m ? m : "\"\"");
+    free(m);
+    return n;
 }
