@@ -160,7 +160,9 @@ enum {
                            process with SIGBUS instead of returning CKPT_EIO */
 };
 enum {
-    CKPT_CODEC_AUTO = 0,  /* delta when it pays, else byte planes + zstd when it pays, else raw */
+    CKPT_CODEC_AUTO = 0,  /* delta when it pays, else byte planes + zstd when it pays, else raw;
+                             at level 1 (default) a full chunk is planes-coded only if that
+                             saves a quarter of it (decoding costs restore speed) */
     CKPT_CODEC_RAW = 1,   /* no transformation */
     CKPT_CODEC_PLANES = 2,/* byte-plane split by dtype width, zstd on planes where it pays */
     CKPT_CODEC_DELTA = 3  /* (stored only) XOR against a base chunk, then planes */

@@ -41,6 +41,9 @@ static ckpt_store *make_store(char *path, size_t cap, int codec)
     assert_int_equal(ckpt_open(&s, path, &o), CKPT_OK);
     assert_int_equal(ckpt_set_param(s, CKPT_PARAM_CHUNK_SIZE, 1 << 20), CKPT_OK);
     assert_int_equal(ckpt_set_param(s, CKPT_PARAM_CODEC, codec), CKPT_OK);
+    /* Level 3: auto then stores the first epoch as planes even where they
+     * save less than a quarter (level 1 keeps such chunks raw). */
+    assert_int_equal(ckpt_set_param(s, CKPT_PARAM_LEVEL, 3), CKPT_OK);
     assert_int_equal(ckpt_run_create(s, "r", NULL, 0), CKPT_OK);
     float *w = malloc(N_FLOATS * sizeof *w);
     uint32_t *rnd = malloc(N_FLOATS * sizeof *rnd);
@@ -131,6 +134,9 @@ static void flips_all_detected(int codec, int nflips)
         flip_bit(s->cdb, ids[c], bit);
     }
     assert_int_equal(read_all(s, &corrupt), 0);
+    if (codec == CKPT_CODEC_AUTO) /* raw (noise), planes and delta chunks were all hit */
+        assert_int_equal(codecs_seen, (1 << CKPT_CODEC_RAW) | (1 << CKPT_CODEC_PLANES) |
+                                          (1 << CKPT_CODEC_DELTA));
     print_message("codec %d: %d single-bit flips in chunk data, %d detected (codecs seen mask 0x%x)\n",
                   codec, nflips, detected, codecs_seen);
     ckpt_close(s);
