@@ -9,7 +9,6 @@
 #include "codec.h"
 
 #include <stdint.h>
-#include <stdlib.h>
 #include <string.h>
 #include <zstd.h>
 #include <zstd_errors.h>

@@ -256,6 +256,32 @@ int ckpt_head(ckpt_store *s, const char *run, ckpt_checkpoint_info *out)
     return rc;
 }
 
+/* anc(id): the head of run ?1 and its ancestors. UNION, not UNION ALL: a
+ * damaged or hostile store may hold a parent_id cycle, which UNION ALL
+ * would follow forever (found by tests/fuzz). */
+#define LINE_CTE                                                                                   \
+    "WITH RECURSIVE anc(id) AS (SELECT head_id FROM runs WHERE id = ?1 AND head_id IS NOT NULL"   \
+    " UNION SELECT c.parent_id FROM anc JOIN checkpoints c ON c.id = anc.id"                      \
+    " WHERE c.parent_id IS NOT NULL)"
+
+int ckpt__line_has(ckpt_store *s, int64_t run_id, int64_t epoch, int64_t step)
+{
+    sqlite3_stmt *st;
+    int rc = ckpt__prepare(s->db,
+                           LINE_CTE " SELECT 1 FROM anc JOIN checkpoints c ON c.id = anc.id"
+                                    " WHERE c.epoch = ?2 AND c.step = ?3",
+                           &st);
+    if (rc)
+        return rc;
+    sqlite3_bind_int64(st, 1, run_id);
+    sqlite3_bind_int64(st, 2, epoch);
+    sqlite3_bind_int64(st, 3, step);
+    int r = sqlite3_step(st);
+    rc = r == SQLITE_ROW ? 1 : r == SQLITE_DONE ? 0 : ckpt__sqlerr(s->db, r, "reading a lineage");
+    sqlite3_finalize(st);
+    return rc;
+}
+
 int ckpt_checkpoint_find(ckpt_store *s, const char *run, int64_t epoch, ckpt_checkpoint_info *out)
 {
     if (epoch == CKPT_HEAD)
@@ -266,16 +292,11 @@ int ckpt_checkpoint_find(ckpt_store *s, const char *run, int64_t epoch, ckpt_che
     int rc = ckpt__run_id(s, run, &run_id, NULL);
     if (rc)
         return rc;
-    /* Prefer the checkpoint on the head's line, then the newest. UNION,
-     * not UNION ALL: a damaged or hostile store may hold a parent_id cycle,
-     * which UNION ALL would follow forever (found by tests/fuzz). */
+    /* Prefer the checkpoint on the head's line, then the newest. */
     sqlite3_stmt *st;
     if ((rc = ckpt__prepare(
              s->db,
-             "WITH RECURSIVE anc(id) AS (SELECT head_id FROM runs WHERE id = ?1 AND head_id IS NOT NULL"
-             " UNION SELECT c.parent_id FROM anc JOIN checkpoints c ON c.id = anc.id"
-             " WHERE c.parent_id IS NOT NULL)"
-             " SELECT " CKPT_COLS " FROM checkpoints WHERE run_id = ?1 AND epoch = ?2"
+             LINE_CTE " SELECT " CKPT_COLS " FROM checkpoints WHERE run_id = ?1 AND epoch = ?2"
              " ORDER BY (id IN (SELECT id FROM anc)) DESC, step DESC, id DESC LIMIT 1",
              &st)))
         return rc;

@@ -91,6 +91,10 @@ int ckpt__run_id(ckpt_store *s, const char *run, int64_t *id, int64_t *branch);
 /* Checkpoint row by id. */
 int ckpt__checkpoint_get(ckpt_store *s, int64_t id, ckpt_checkpoint_info *out, int64_t *run_id);
 
+/* 1 if the line of run_id (its head and the head's ancestors) holds a
+ * checkpoint at (epoch, step), 0 if not, <0 on error. */
+int ckpt__line_has(ckpt_store *s, int64_t run_id, int64_t epoch, int64_t step);
+
 /* Starts s->pool if needed (CKPT_PARAM_THREADS workers, 0 = one per core). */
 int ckpt__store_pool(ckpt_store *s);
 

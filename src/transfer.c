@@ -285,6 +285,8 @@ static int export_reader(ckpt_store *s, exporter e, const char *path)
 typedef struct kind_ref {
     const char *name; /* tensor name: the key after "ckpt.kind." */
     const char *value;
+    int kind;         /* parsed value */
+    int used;         /* names a tensor of the file */
 } kind_ref;
 
 static int kind_ref_cmp(const void *a, const void *b)
@@ -295,7 +297,8 @@ static int kind_ref_cmp(const void *a, const void *b)
 /* Kinds from __metadata__ "ckpt.kind.<name>" (written by export); a tensor
  * without one is a model tensor. An entry whose value is not a kind, or
  * that names no tensor of the file, is refused: the file claims something
- * ckpt cannot honour. */
+ * ckpt cannot honour. (Metadata keys are unique: the parser refuses
+ * duplicate keys.) */
 static int resolve_kinds(const ckpt__st_header *h, int *kinds, const char *path)
 {
     size_t nk = 0;
@@ -310,39 +313,29 @@ static int resolve_kinds(const ckpt__st_header *h, int *kinds, const char *path)
         nk = 0;
         for (size_t i = 0; i < h->nmeta; i++)
             if (strncmp(h->meta_key[i], KIND_PREFIX, sizeof KIND_PREFIX - 1) == 0)
-                refs[nk++] = (kind_ref){h->meta_key[i] + sizeof KIND_PREFIX - 1, h->meta_val[i]};
+                refs[nk++] = (kind_ref){h->meta_key[i] + sizeof KIND_PREFIX - 1, h->meta_val[i],
+                                        ckpt_kind_parse(h->meta_val[i]), 0};
         qsort(refs, nk, sizeof *refs, kind_ref_cmp);
     }
     int rc = CKPT_OK;
-    for (size_t i = 0; i < nk && rc == CKPT_OK; i++) {
-        if (ckpt_kind_parse(refs[i].value) < 0)
+    for (size_t i = 0; i < nk && rc == CKPT_OK; i++)
+        if (refs[i].kind < 0)
             rc = ckpt__err(CKPT_EINVAL,
                            "%s: __metadata__ \"%s%.256s\" is '%.64s', not a kind (model, "
                            "optimizer, rng, state, extra)",
                            path, KIND_PREFIX, refs[i].name, refs[i].value);
-        else if (i > 0 && strcmp(refs[i - 1].name, refs[i].name) == 0)
-            rc = ckpt__err(CKPT_EINVAL, "%s: __metadata__ gives the kind of '%.256s' twice", path,
-                           refs[i].name);
-    }
-    size_t used = 0;
     for (size_t i = 0; i < h->n && rc == CKPT_OK; i++) {
-        kinds[i] = CKPT_KIND_MODEL;
-        kind_ref key = {h->t[i].name, NULL};
-        const kind_ref *f = nk ? bsearch(&key, refs, nk, sizeof *refs, kind_ref_cmp) : NULL;
-        if (f) {
-            kinds[i] = ckpt_kind_parse(f->value);
-            used++;
-        }
+        kind_ref key = {h->t[i].name, NULL, 0, 0};
+        kind_ref *f = nk ? bsearch(&key, refs, nk, sizeof *refs, kind_ref_cmp) : NULL;
+        kinds[i] = f ? f->kind : CKPT_KIND_MODEL;
+        if (f)
+            f->used = 1;
     }
-    for (size_t i = 0; rc == CKPT_OK && used < nk && i < nk; i++) {
-        int found = 0;
-        for (size_t t = 0; t < h->n && !found; t++)
-            found = strcmp(h->t[t].name, refs[i].name) == 0;
-        if (!found)
+    for (size_t i = 0; i < nk && rc == CKPT_OK; i++)
+        if (!refs[i].used)
             rc = ckpt__err(CKPT_EINVAL,
                            "%s: __metadata__ \"%s%.256s\" names no tensor of the file", path,
                            KIND_PREFIX, refs[i].name);
-    }
     ckpt__free(refs);
     return rc;
 }
@@ -353,26 +346,16 @@ static int resolve_kinds(const ckpt__st_header *h, int *kinds, const char *path)
 static int check_not_on_line(ckpt_store *s, const char *run, int64_t epoch, int64_t step,
                              const char *path)
 {
-    sqlite3_stmt *st;
-    int rc = ckpt__prepare(s->db,
-                           "SELECT 1 FROM v_checkpoints WHERE run = ? AND epoch = ? AND step = ?"
-                           " AND NOT abandoned",
-                           &st);
-    if (rc)
-        return rc;
-    sqlite3_bind_text(st, 1, run, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, epoch);
-    sqlite3_bind_int64(st, 3, step);
-    int r = sqlite3_step(st);
-    if (r == SQLITE_ROW)
+    int64_t run_id;
+    int rc = ckpt__run_id(s, run, &run_id, NULL);
+    if (rc == CKPT_ENOTFOUND)
+        return CKPT_OK; /* a new run */
+    if (rc == CKPT_OK && (rc = ckpt__line_has(s, run_id, epoch, step)) == 1)
         rc = ckpt__err(CKPT_EEXISTS,
                        "importing %s: run '%s' already has a checkpoint at epoch %" PRId64
                        " step %" PRId64 " on its current line (give another --step, or roll "
                        "back with `ckpt restore` first)",
                        path, run, epoch, step);
-    else if (r != SQLITE_DONE)
-        rc = ckpt__sqlerr(s->db, r, "checking existing checkpoints");
-    sqlite3_finalize(st);
     return rc;
 }
 

@@ -82,6 +82,18 @@ full=$("$CKPT" metrics example --json | grep -o '"name": "loss", "epoch": 3, "st
 expect 0 "$CKPT" list example --json
 grep -q "\"loss\": $full" "$T/out" && [ "${#full}" -gt 8 ] && ok "list --json keeps full precision ($full)" \
     || bad "list --json loses precision of $full: $(grep -o '"loss": [^,}]*' "$T/out" | head -3)"
+
+# Metric names are escaped in JSON: a copy of the store whose series name
+# holds a quote, a backslash and a tab still gives JSON that parses.
+cp "$db" "$T/esc.db" && cp "$db-chunks" "$T/esc.db-chunks"
+[ -e "$db-wal" ] && cp "$db-wal" "$T/esc.db-wal"
+sqlite3 "$T/esc.db" "UPDATE metric_series SET name = 'lo\"s' || char(92) || char(9) || 's' WHERE name = 'loss'"
+for c in list runs; do
+    "$CKPT" --db "$T/esc.db" "$c" --json > "$T/esc.json" 2>"$T/err"
+    python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); d = d if isinstance(d, list) else [d]
+assert any("lo\"s\\\ts" in r.get("metrics", {}) for r in d), d' "$T/esc.json" \
+        && ok "$c --json escapes metric names" || bad "$c --json with an odd metric name: $(head -c 300 "$T/esc.json")"
+done
 expect 0 "$CKPT" restore example@1
 expect 0 "$CKPT" list example --json
 [ "$(grep -o '"abandoned": true' "$T/out" | wc -l)" = 2 ] && ok "two abandoned after rollback" || bad "abandoned: $(cat "$T/out")"

@@ -1046,6 +1046,13 @@ static void test_st__import_kinds_come_from_metadata_when_valid(void **state)
     ckpt_reader_close(r);
     /* The same epoch and step again on the run's line: refused. */
     assert_int_equal(ckpt_import_safetensors(s, f, "k", 1, 2, NULL), CKPT_EEXISTS);
+    ckpt_checkpoint_info first;
+    assert_int_equal(ckpt_head(s, "k", &first), CKPT_OK);
+    assert_int_equal(ckpt_import_safetensors(s, f, "k", 1, 3, NULL), CKPT_OK);
+    /* Abandoned checkpoints do not count: after a rollback to (1, 2), the
+     * abandoned (1, 3) may be imported again on the new line. */
+    assert_int_equal(ckpt_rollback(s, "k", first.id), CKPT_OK);
+    assert_int_equal(ckpt_import_safetensors(s, f, "k", 1, 2, NULL), CKPT_EEXISTS);
     assert_int_equal(ckpt_import_safetensors(s, f, "k", 1, 3, NULL), CKPT_OK);
     assert_int_equal(ckpt_close(s), CKPT_OK);
 }

@@ -65,7 +65,8 @@ void fmt_time_us(int64_t us, char *buf, size_t cap);
 void fmt_value(double v, char *buf, size_t cap);
 /* A metric value as a JSON number (full precision; null if not finite). */
 void fmt_json_value(double v, char *buf, size_t cap);
-/* s as a JSON string into buf (truncated to cap); returns snprintf's count. */
+/* s as a JSON string, quotes included, into buf: cut short (never inside an
+ * escape) to fit cap, always terminated. Returns the bytes written. */
 size_t json_str_buf(char *buf, size_t cap, const char *s);
 
 int cmd_init(cli *c);

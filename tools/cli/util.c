@@ -161,22 +161,31 @@ void table_free(table *t)
     free(t);
 }
 
+/* The JSON escape of byte c into out (NUL-terminated); returns its length. */
+static size_t json_escape(unsigned char c, char out[8])
+{
+    switch (c) {
+    case '"': return (size_t)snprintf(out, 8, "\\\"");
+    case '\\': return (size_t)snprintf(out, 8, "\\\\");
+    case '\n': return (size_t)snprintf(out, 8, "\\n");
+    case '\t': return (size_t)snprintf(out, 8, "\\t");
+    case '\r': return (size_t)snprintf(out, 8, "\\r");
+    default:
+        if (c < 0x20)
+            return (size_t)snprintf(out, 8, "\\u%04x", c);
+        out[0] = (char)c;
+        out[1] = 0;
+        return 1;
+    }
+}
+
 void json_str(FILE *f, const char *s)
 {
+    char e[8];
     fputc('"', f);
     for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p; p++) {
-        switch (*p) {
-        case '"': fputs("\\\"", f); break;
-        case '\\': fputs("\\\\", f); break;
-        case '\n': fputs("\\n", f); break;
-        case '\t': fputs("\\t", f); break;
-        case '\r': fputs("\\r", f); break;
-        default:
-            if (*p < 0x20)
-                fprintf(f, "\\u%04x", *p);
-            else
-                fputc(*p, f);
-        }
+        json_escape(*p, e);
+        fputs(e, f);
     }
     fputc('"', f);
 }
@@ -228,14 +237,22 @@ void fmt_json_value(double v, char *buf, size_t cap)
 
 size_t json_str_buf(char *buf, size_t cap, const char *s)
 {
-    char *m = NULL;
-    size_t mlen = 0;
-    FILE *f = open_memstream(&m, &mlen);
-    if (!f)
-        return (size_t)snprintf(buf, cap, "\"\"");
-    json_str(f, s);
-    fclose(f);
-    size_t n = (size_t)snprintf(buf, cap, "%s", m ? m : "\"\"");
-    free(m);
+    if (cap < 3) {
+        if (cap)
+            buf[0] = 0;
+        return 0;
+    }
+    char e[8];
+    size_t n = 0;
+    buf[n++] = '"';
+    for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p; p++) {
+        size_t k = json_escape(*p, e);
+        if (n + k + 2 > cap) /* the closing quote and the NUL must fit */
+            break;
+        memcpy(buf + n, e, k);
+        n += k;
+    }
+    buf[n++] = '"';
+    buf[n] = 0;
     return n;
 }
